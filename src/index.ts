@@ -1,0 +1,43 @@
+export { Pool, Lease, formatLeakReport } from './pool';
+export type { CloseReport, LeakReport } from './pool';
+export { LeakTracker } from './leak-tracker';
+export type { LeakTrackerOptions, TrackedInfo } from './leak-tracker';
+export {
+  PoolError,
+  InvalidOptionError,
+  AcquireTimeoutError,
+  AcquireAbortedError,
+  CreateFailedError,
+  PoolClosedError,
+  LeaseError,
+  SelfDeadlockError,
+} from './errors';
+export type { LeaseErrorCode } from './errors';
+export { DEFAULTS } from './options';
+export { CHANNEL_NAMES, channels, subscribe, openPools } from './events';
+export type {
+  Alert,
+  AlertKind,
+  AlertMessage,
+  ChannelMessages,
+  DestroyReason,
+  HoldMessage,
+  HoldOutcome,
+  LeakKind,
+  LeakMessage,
+  PoolLifecycleMessage,
+  PoolRef,
+  ResourceMessage,
+  TimeoutMessage,
+} from './events';
+export type {
+  AcquireOptions,
+  CreateContext,
+  HealthOptions,
+  LeaseInfo,
+  PoolOptions,
+  PoolStats,
+  ResourceFactory,
+  ServerInfo,
+  StackCapture,
+} from './types';

@@ -1,0 +1,1264 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
+import {
+  AcquireAbortedError,
+  AcquireTimeoutError,
+  CreateFailedError,
+  LeaseError,
+  PoolClosedError,
+  SelfDeadlockError,
+} from './errors';
+import {
+  channels,
+  openPools,
+  type Alert,
+  type DestroyReason,
+  type HoldMessage,
+  type HoldOutcome,
+  type LeakKind,
+  type PoolRef,
+} from './events';
+import { AUTO_STACK_SAMPLE, resolveOptions, type ResolvedOptions } from './options';
+import { captureStack, formatStack, type CapturedStack } from './stack';
+import type { AcquireOptions, LeaseInfo, PoolOptions, PoolStats, ServerInfo } from './types';
+
+/** Entry states. A resource is in exactly one; the counters below follow the transitions. */
+const enum State {
+  /** In `idle`, ready to hand out. */
+  Idle,
+  /** Handed out under a lease. */
+  Used,
+  /** Taken from `idle` for a waiter, being validated. */
+  Validating,
+  /** Released, being reset before it becomes idle. */
+  Resetting,
+  /** Gone (or going) through `factory.destroy`. */
+  Destroyed,
+}
+
+let nextResourceId = 1;
+let nextHoldId = 1;
+let nextPoolNumber = 1;
+
+/**
+ * The pool's record of one resource. It is never handed to the user (the user gets a `Lease`),
+ * and it never references the lease: the pool must not keep a lease reachable, or a dropped
+ * lease could never be collected and detected.
+ */
+class Entry<T> {
+  state = State.Idle;
+  readonly id = nextResourceId++;
+  /** When it became idle (performance.now()). */
+  idleSince: number;
+  /** Retirement time; a held entry past it is destroyed on release. */
+  readonly expiresAt: number;
+  broken = false;
+  // The current hold; holdId is 0 when not held.
+  holdId = 0;
+  acquiredAt = 0;
+  captured: CapturedStack | undefined = undefined;
+  suspected = false;
+  holdAgeAlerted = false;
+  message: HoldMessage | undefined = undefined;
+  // How the last hold ended, so a stale lease's error can say what happened to it.
+  lastHoldId = 0;
+  lastOutcome: HoldOutcome | undefined = undefined;
+
+  constructor(
+    readonly resource: T,
+    now: number,
+    maxLifetimeMillis: number,
+  ) {
+    this.idleSince = now;
+    // Up to 2.5% jitter, so resources created together do not all retire together.
+    this.expiresAt =
+      maxLifetimeMillis > 0 ? now + maxLifetimeMillis * (1 - Math.random() * 0.025) : Infinity;
+  }
+}
+
+/** A caller waiting in `acquire()`. */
+interface Waiter<T> {
+  resolve: (lease: Lease<T>) => void;
+  reject: (error: Error) => void;
+  readonly startTime: number;
+  readonly deadline: number;
+  readonly timeoutMillis: number;
+  /** Queued, taken for a validation, or settled (served, timed out, aborted, rejected). */
+  state: 'queued' | 'binding' | 'settled';
+  readonly captured: CapturedStack | undefined;
+  readonly message: HoldMessage | undefined;
+  readonly frame: HoldFrame | undefined;
+  signal: AbortSignal | undefined;
+  onAbort: (() => void) | undefined;
+}
+
+/**
+ * What an async context holds, for self-deadlock detection: a chain of holds made in this
+ * context and its ancestors. A frame is filled in when its lease is handed out; a frame whose
+ * entry has moved on to another hold (or none) is dead and pruned when a new frame is pushed.
+ * Frames reference entries, never leases (see Entry).
+ */
+interface HoldFrame {
+  readonly pool: object;
+  entry: Entry<unknown> | undefined;
+  holdId: number;
+  readonly parent: HoldFrame | undefined;
+}
+const heldInContext = new AsyncLocalStorage<HoldFrame>();
+
+function isLive(frame: HoldFrame): boolean {
+  return frame.entry !== undefined && frame.entry.holdId === frame.holdId;
+}
+
+/** A FIFO of waiters over an array with a moving head; settled waiters are skipped lazily. */
+class WaiterQueue<T> {
+  #items: (Waiter<T> | undefined)[] = [];
+  #head = 0;
+
+  get length(): number {
+    return this.#items.length - this.#head;
+  }
+
+  push(waiter: Waiter<T>): void {
+    this.#items.push(waiter);
+  }
+
+  /** Puts a waiter back at the front (after a failed validation it keeps its turn). */
+  unshift(waiter: Waiter<T>): void {
+    if (this.#head > 0) this.#items[--this.#head] = waiter;
+    else this.#items.unshift(waiter);
+  }
+
+  /** The first waiter still queued, dropping settled ones on the way. */
+  peek(): Waiter<T> | undefined {
+    while (this.#head < this.#items.length) {
+      const waiter = this.#items[this.#head]!;
+      if (waiter.state === 'queued') return waiter;
+      this.#drop();
+    }
+    return undefined;
+  }
+
+  shift(): Waiter<T> | undefined {
+    const waiter = this.peek();
+    if (waiter !== undefined) this.#drop();
+    return waiter;
+  }
+
+  #drop(): void {
+    this.#items[this.#head++] = undefined;
+    if (this.#head === this.#items.length) {
+      this.#items.length = 0;
+      this.#head = 0;
+    } else if (this.#head >= 1024 && this.#head * 2 >= this.#items.length) {
+      this.#items = this.#items.slice(this.#head);
+      this.#head = 0;
+    }
+  }
+
+  *[Symbol.iterator](): IterableIterator<Waiter<T>> {
+    for (let i = this.#head; i < this.#items.length; i++) {
+      const waiter = this.#items[i]!;
+      if (waiter.state === 'queued') yield waiter;
+    }
+  }
+}
+
+/**
+ * A lease on one pooled resource: what `acquire()` hands out. Release it exactly once, with
+ * `release()` (back to the pool) or `destroy()` (the resource is broken). It also works with
+ * `await using`. The pool keeps its bookkeeping in its own entry; this handle is only referenced
+ * by the caller, so dropping it without release is noticed after garbage collection.
+ */
+export class Lease<T> {
+  /** @internal */ readonly _pool: Pool<T>;
+  /** @internal */ readonly _entry: Entry<T>;
+  /** @internal */ readonly _holdId: number;
+
+  /** @internal */
+  constructor(pool: Pool<T>, entry: Entry<T>, holdId: number) {
+    this._pool = pool;
+    this._entry = entry;
+    this._holdId = holdId;
+  }
+
+  /** The pooled resource. Throws once the lease has ended. */
+  get resource(): T {
+    if (this._entry.holdId !== this._holdId) throw this._pool._staleLeaseError(this, 'use');
+    return this._entry.resource;
+  }
+
+  /** True until the lease is released, destroyed or taken back. */
+  get active(): boolean {
+    return this._entry.holdId === this._holdId;
+  }
+
+  /** Identity, age and acquisition stack of this lease. */
+  get info(): LeaseInfo {
+    return this._pool._leaseInfo(this._entry, this._holdId);
+  }
+
+  /** Returns the resource to the pool. */
+  release(): void {
+    this._pool.release(this);
+  }
+
+  /** Ends the lease and destroys the resource (use it when the connection is broken). */
+  destroy(error?: Error): void {
+    this._pool.destroy(this, error);
+  }
+
+  [Symbol.dispose](): void {
+    if (this.active) this.release();
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    if (this.active) this.release();
+    return Promise.resolve();
+  }
+}
+
+/** What `close()` reports. */
+export interface CloseReport {
+  /** Leases still out when the close timeout ran out; their resources were destroyed. */
+  readonly forced: LeaseInfo[];
+}
+
+/** A structured leak report; `formatLeakReport()` renders it for people. */
+export interface LeakReport {
+  readonly pool: string;
+  readonly stats: PoolStats;
+  /** Leases currently held, oldest first. */
+  readonly held: LeaseInfo[];
+}
+
+/**
+ * A pool of resources with leak detection.
+ *
+ * State lives in a few named places, and every change goes through `#dispense()`, which matches
+ * waiters with idle resources and starts creates for the rest:
+ *
+ *     acquire() ──► idle (LIFO) ──► Used ──release()──► reset? ──► waiter (FIFO) or idle
+ *                    ▲   │                                 │
+ *          create ───┘   └─ validate (if idle a while) ────┘── fail ──► destroyed
+ *
+ * Hazards: a used entry is only referenced from `#entries`; forgetting to release its lease keeps
+ * it used until the leak detectors (threshold, garbage collection, reclaim) notice. The hot path
+ * (an idle resource, no waiters) arms no timer: waiter deadlines share one timer, and eviction,
+ * leak checks and health run on one unref'd housekeeping tick.
+ */
+export class Pool<T> implements PoolRef, AsyncDisposable {
+  readonly name: string;
+  readonly server: ServerInfo | undefined;
+  readonly #o: ResolvedOptions<T>;
+
+  /** Every resource that exists, in any state but Destroyed. */
+  readonly #entries = new Set<Entry<T>>();
+  /** Idle resources; the last pushed is the warmest and goes out first. */
+  readonly #idle: Entry<T>[] = [];
+  readonly #waiters = new WaiterQueue<T>();
+  #used = 0;
+  /** Waiters still in the queue (not settled, not taken for a validation). */
+  #queued = 0;
+  /** Waiters taken out of the queue while a resource is validated for them. */
+  #binding = 0;
+  #creating = 0;
+  readonly #inFlight = new Set<Promise<unknown>>();
+
+  #closed = false;
+  #closing: Promise<CloseReport> | undefined;
+  #drained: (() => void) | undefined;
+
+  // Counters for stats().
+  #created = 0;
+  #destroyed = 0;
+  #timeouts = 0;
+  #suspectedLeaks = 0;
+  #collectedLeaks = 0;
+  #reclaimedLeaks = 0;
+
+  #lastCreateError: unknown;
+  #createBackoffMillis = 0;
+  #refillTimer: NodeJS.Timeout | undefined;
+
+  /** One timer for every waiter's deadline, armed at the earliest. */
+  #waitTimer: NodeJS.Timeout | undefined;
+  #waitTimerAt = Infinity;
+  readonly #tick: NodeJS.Timeout;
+  #lastHealthCheck: number;
+  #leakCountAlerted = false;
+  #exhaustedAlerted = false;
+
+  /** Under pressure, `captureStacks: 'auto'` captures every acquire. */
+  #underPressure = false;
+  #stackCountdown = 0;
+  readonly #registry: FinalizationRegistry<Entry<T>> | undefined;
+
+  constructor(options: PoolOptions<T>) {
+    this.#o = resolveOptions(options);
+    const { factory } = this.#o;
+    this.server = factory.server;
+    this.name = this.#o.name ?? defaultName(factory.server);
+    if (this.#o.detectCollectedLeaks) {
+      this.#registry = new FinalizationRegistry((entry) => this.#collected(entry));
+    }
+    this.#lastHealthCheck = performance.now();
+    this.#tick = setInterval(() => this.#housekeep(), this.#o.housekeepingIntervalMillis);
+    this.#tick.unref();
+    openPools.add(this);
+    if (channels.poolOpen.hasSubscribers) channels.poolOpen.publish({ pool: this });
+    this.#refill();
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Acquire
+
+  /**
+   * Leases a resource. Waits (FIFO) when none is idle, at most `timeoutMillis` (default: the
+   * pool's `acquireTimeoutMillis`), and gives up when `signal` aborts.
+   */
+  acquire(options?: AcquireOptions): Promise<Lease<T>> {
+    const startTime = performance.now();
+    const message = this.#observe(startTime);
+    if (this.#closed) {
+      return this.#fail(
+        message,
+        new PoolClosedError(this.name, 'acquire() was called after close()'),
+      );
+    }
+    const captured = this.#shouldCapture() ? captureStack(this.acquire) : undefined;
+    const frame = this.#o.detectSelfDeadlock ? this.#enterFrame() : undefined;
+
+    // Fast path: an idle resource that needs no validation, and nobody ahead in the queue.
+    if (this.#queued === 0) {
+      const entry = this.#takeIdle(startTime, false);
+      if (entry !== undefined) {
+        return Promise.resolve(
+          this.#handOut(entry, startTime, captured, message, frame, startTime),
+        );
+      }
+    }
+    return this.#wait(options, startTime, captured, message, frame);
+  }
+
+  /**
+   * Runs `fn` with a leased resource: releases it when `fn` resolves, destroys it when `fn`
+   * throws (the resource may be in an unknown state).
+   */
+  async use<R>(
+    fn: (resource: T, lease: Lease<T>) => R | PromiseLike<R>,
+    options?: AcquireOptions,
+  ): Promise<Awaited<R>> {
+    const lease = await this.acquire(options);
+    let result: Awaited<R>;
+    try {
+      result = await fn(lease.resource, lease);
+    } catch (error) {
+      if (lease.active) lease.destroy(error instanceof Error ? error : undefined);
+      throw error;
+    }
+    if (lease.active) lease.release();
+    return result;
+  }
+
+  #wait(
+    options: AcquireOptions | undefined,
+    startTime: number,
+    captured: CapturedStack | undefined,
+    message: HoldMessage | undefined,
+    frame: HoldFrame | undefined,
+  ): Promise<Lease<T>> {
+    const signal = options?.signal;
+    if (signal?.aborted)
+      return this.#fail(message, new AcquireAbortedError(this.name, signal.reason));
+    const timeoutMillis = options?.timeoutMillis ?? this.#o.acquireTimeoutMillis;
+    if (!(timeoutMillis > 0)) {
+      throw new TypeError(`acquire({ timeoutMillis }) must be > 0, got ${String(timeoutMillis)}.`);
+    }
+    if (frame !== undefined && this.#isExhausted()) {
+      const held = findHeld(frame.parent, this);
+      if (held !== undefined) return this.#fail(message, this.#selfDeadlockError(held));
+    }
+    let resolve!: (lease: Lease<T>) => void;
+    let reject!: (error: Error) => void;
+    const promise = new Promise<Lease<T>>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    const waiter: Waiter<T> = {
+      resolve,
+      reject,
+      startTime,
+      deadline: startTime + timeoutMillis,
+      timeoutMillis,
+      state: 'queued',
+      captured,
+      message,
+      frame,
+      signal,
+      onAbort: undefined,
+    };
+    if (signal !== undefined) {
+      waiter.onAbort = () =>
+        this.#settleWaiter(waiter, new AcquireAbortedError(this.name, signal.reason));
+      signal.addEventListener('abort', waiter.onAbort, { once: true });
+    }
+    this.#waiters.push(waiter);
+    this.#queued++;
+    this.#armWaitTimer(waiter.deadline);
+    this.#dispense();
+    return promise;
+  }
+
+  /** Ends a waiter with an error, wherever it is. */
+  #settleWaiter(waiter: Waiter<T>, error: Error): void {
+    if (waiter.state === 'settled') return;
+    if (waiter.state === 'queued') this.#queued--;
+    else this.#binding--;
+    waiter.state = 'settled';
+    this.#unlisten(waiter);
+    if (error instanceof AcquireTimeoutError) {
+      this.#timeouts++;
+      this.#underPressure = true;
+      if (channels.timeout.hasSubscribers) {
+        channels.timeout.publish({
+          pool: this,
+          waitMillis: performance.now() - waiter.startTime,
+          error,
+        });
+      }
+    }
+    this.#finishFailed(waiter.message, error, waiter.startTime);
+    waiter.reject(error);
+  }
+
+  #unlisten(waiter: Waiter<T>): void {
+    if (waiter.onAbort !== undefined) {
+      waiter.signal!.removeEventListener('abort', waiter.onAbort);
+      waiter.onAbort = undefined;
+      waiter.signal = undefined;
+    }
+  }
+
+  #fail(message: HoldMessage | undefined, error: Error): Promise<never> {
+    this.#finishFailed(message, error, message?.startTime ?? 0);
+    return Promise.reject(error);
+  }
+
+  #finishFailed(message: HoldMessage | undefined, error: Error, startTime: number): void {
+    if (message === undefined) return;
+    message.error = error;
+    message.waitMillis = performance.now() - startTime;
+    channels.acquireEnd.publish(message);
+  }
+
+  /** A message follows the acquire when someone listens (and costs nothing otherwise). */
+  #observe(startTime: number): HoldMessage | undefined {
+    if (!(channels.acquireStart.hasSubscribers || channels.acquireEnd.hasSubscribers))
+      return undefined;
+    const message: HoldMessage = {
+      pool: this,
+      startTime,
+      waitMillis: 0,
+      lease: undefined,
+      error: undefined,
+      holdMillis: 0,
+      outcome: undefined,
+      userData: undefined,
+    };
+    channels.acquireStart.publish(message);
+    return message;
+  }
+
+  #shouldCapture(): boolean {
+    const every = this.#o.stackEvery;
+    if (every === 1) return true;
+    if (every === 0) return false;
+    if (every < 0 && this.#underPressure) return true;
+    if (--this.#stackCountdown <= 0) {
+      this.#stackCountdown = every < 0 ? AUTO_STACK_SAMPLE : every;
+      return true;
+    }
+    return false;
+  }
+
+  /**
+   * Pushes a frame for this acquire onto the caller's async context. `enterWith` here, inside
+   * the synchronous part of `acquire()`, carries into the caller's continuation after `await`.
+   */
+  #enterFrame(): HoldFrame {
+    let parent = heldInContext.getStore();
+    while (parent !== undefined && !isLive(parent)) parent = parent.parent;
+    const frame: HoldFrame = { pool: this, entry: undefined, holdId: 0, parent: prune(parent) };
+    heldInContext.enterWith(frame);
+    return frame;
+  }
+
+  #isExhausted(): boolean {
+    return this.#idle.length === 0 && this.#entries.size + this.#creating >= this.#o.max;
+  }
+
+  #selfDeadlockError(held: HoldFrame): SelfDeadlockError {
+    const entry = held.entry!;
+    const stack = formatStack(entry.captured);
+    return new SelfDeadlockError(
+      `Pool "${this.name}" is exhausted (${this.#used}/${this.#o.max} in use) and this async context ` +
+        `already holds lease #${entry.holdId} from it` +
+        (stack ? `, acquired at:\n    ${stack.split('\n').join('\n    ')}\n` : '. ') +
+        'Waiting for a second resource while holding one can deadlock the pool. Pass the resource ' +
+        'you hold down to the code that needs it (e.g. run the query on the same transaction), ' +
+        'release it first, or raise max. Set detectSelfDeadlock: false to wait instead.',
+      this.name,
+    );
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Matching waiters with resources
+
+  /** Pops an idle entry that can go out now; destroys expired ones on the way. */
+  #takeIdle(now: number, allowValidation: boolean): Entry<T> | undefined {
+    for (;;) {
+      const entry = this.#idle.pop();
+      if (entry === undefined) return undefined;
+      if (now >= entry.expiresAt) {
+        this.#destroy(entry, 'lifetime');
+        continue;
+      }
+      if (!allowValidation && this.#needsValidation(entry, now)) {
+        this.#idle.push(entry);
+        return undefined;
+      }
+      return entry;
+    }
+  }
+
+  #needsValidation(entry: Entry<T>, now: number): boolean {
+    return (
+      this.#o.factory.validate !== undefined &&
+      now - entry.idleSince >= this.#o.validateAfterIdleMillis
+    );
+  }
+
+  /** Serves queued waiters from idle resources and starts the creates the rest need. */
+  #dispense(): void {
+    if (this.#closed) return;
+    let waiter: Waiter<T> | undefined;
+    while ((waiter = this.#waiters.peek()) !== undefined) {
+      const now = performance.now();
+      const entry = this.#takeIdle(now, true);
+      if (entry === undefined) break;
+      this.#waiters.shift();
+      this.#queued--;
+      if (this.#needsValidation(entry, now)) this.#validateFor(entry, waiter);
+      else this.#serve(entry, waiter, now);
+    }
+    let wanted = this.#queued - this.#creating;
+    while (wanted-- > 0 && this.#entries.size + this.#creating < this.#o.max) this.#create(true);
+  }
+
+  #serve(entry: Entry<T>, waiter: Waiter<T>, now: number): void {
+    waiter.state = 'settled';
+    this.#unlisten(waiter);
+    waiter.resolve(
+      this.#handOut(entry, now, waiter.captured, waiter.message, waiter.frame, waiter.startTime),
+    );
+  }
+
+  #validateFor(entry: Entry<T>, waiter: Waiter<T>): void {
+    entry.state = State.Validating;
+    waiter.state = 'binding';
+    this.#binding++;
+    const factory = this.#o.factory;
+    this.#track(
+      Promise.resolve()
+        .then(() => factory.validate!(entry.resource))
+        .then(
+          (ok) => ok === true && !entry.broken,
+          () => false,
+        )
+        .then((ok) => {
+          if (entry.state !== State.Validating) return; // destroyed by close() meanwhile
+          if (waiter.state === 'binding') {
+            this.#binding--;
+            waiter.state = 'queued';
+            if (ok && !this.#closed) return this.#serve(entry, waiter, performance.now());
+            // Not served: it keeps its place at the head of the queue.
+            this.#waiters.unshift(waiter);
+            this.#queued++;
+          }
+          if (ok) this.#makeAvailable(entry, performance.now());
+          else {
+            this.#destroy(entry, 'validation');
+            this.#dispense();
+          }
+        }),
+    );
+  }
+
+  #handOut(
+    entry: Entry<T>,
+    now: number,
+    captured: CapturedStack | undefined,
+    message: HoldMessage | undefined,
+    frame: HoldFrame | undefined,
+    startTime: number,
+  ): Lease<T> {
+    const holdId = nextHoldId++;
+    entry.state = State.Used;
+    entry.holdId = holdId;
+    entry.acquiredAt = now;
+    entry.captured = captured;
+    entry.message = message;
+    this.#used++;
+    const lease = new Lease(this, entry, holdId);
+    // The entry is both the held value and the unregister token; neither references the lease.
+    this.#registry?.register(lease, entry, entry);
+    if (frame !== undefined) {
+      frame.entry = entry as Entry<unknown>;
+      frame.holdId = holdId;
+    }
+    if (message !== undefined) {
+      message.waitMillis = now - startTime;
+      message.lease = this._leaseInfo(entry, holdId);
+      channels.acquireEnd.publish(message);
+    }
+    return lease;
+  }
+
+  /** Gives a free entry to the next waiter, or makes it idle. */
+  #makeAvailable(entry: Entry<T>, now: number): void {
+    if (this.#closed) return this.#destroy(entry, 'closed');
+    const waiter = this.#waiters.shift();
+    if (waiter !== undefined) {
+      this.#queued--;
+      this.#serve(entry, waiter, now);
+      return;
+    }
+    entry.state = State.Idle;
+    entry.idleSince = now;
+    this.#idle.push(entry);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Release
+
+  /** Returns a lease's resource to the pool. */
+  release(lease: Lease<T>): void {
+    const entry = this.#check(lease, 'release');
+    const now = performance.now();
+    this.#endHold(entry, now, 'released');
+    if (entry.broken || now >= entry.expiresAt) {
+      this.#destroy(entry, entry.broken ? 'broken' : 'lifetime');
+      this.#dispense();
+    } else if (this.#o.factory.reset !== undefined) {
+      this.#reset(entry);
+    } else {
+      this.#makeAvailable(entry, now);
+    }
+  }
+
+  /** Ends a lease and destroys its resource. */
+  destroy(lease: Lease<T>, error?: Error): void {
+    const entry = this.#check(lease, 'destroy');
+    this.#endHold(entry, performance.now(), 'destroyed');
+    this.#destroy(entry, 'released-destroy', error);
+    this.#dispense();
+  }
+
+  #check(lease: Lease<T>, action: 'release' | 'destroy'): Entry<T> {
+    if (!(lease instanceof Lease)) {
+      throw new LeaseError(
+        'POOL_LEASE_INVALID',
+        `Pool "${this.name}": ${action}() needs the lease returned by acquire(), got ${describeValue(lease)}. ` +
+          'Keep the lease and call lease.release(), not the resource.',
+        this.name,
+      );
+    }
+    if (lease._pool !== this) {
+      throw new LeaseError(
+        'POOL_LEASE_FOREIGN',
+        `Pool "${this.name}": this lease belongs to pool "${lease._pool.name}". ` +
+          `Call ${action}() on the pool that issued it, or simply lease.${action}().`,
+        this.name,
+      );
+    }
+    if (lease._entry.holdId !== lease._holdId) throw this._staleLeaseError(lease, action);
+    return lease._entry;
+  }
+
+  /** @internal The error for a lease that has ended (released twice, used after release...). */
+  _staleLeaseError(lease: Lease<T>, action: string): LeaseError {
+    const entry = lease._entry;
+    const outcome = entry.lastHoldId === lease._holdId ? entry.lastOutcome : 'released';
+    if (outcome === 'reclaimed' || outcome === 'closed') {
+      return new LeaseError(
+        'POOL_LEASE_RECLAIMED',
+        `Pool "${this.name}": lease #${lease._holdId} was taken back by the pool ` +
+          (outcome === 'closed'
+            ? 'when the pool closed'
+            : `after being held longer than reclaimAfterMillis (${this.#o.reclaimAfterMillis} ms)`) +
+          `, and its resource destroyed; ${action}() is no longer possible. Release leases sooner` +
+          (outcome === 'closed' ? ' than the close timeout.' : ', or raise reclaimAfterMillis.'),
+        this.name,
+      );
+    }
+    return new LeaseError(
+      'POOL_LEASE_RELEASED',
+      `Pool "${this.name}": lease #${lease._holdId} was already ${outcome === 'destroyed' ? 'destroyed' : 'released'}; ` +
+        `${action}() needs a live lease. Release each lease exactly once (pool.use() does it for you).`,
+      this.name,
+    );
+  }
+
+  /** Closes the bookkeeping of the current hold of `entry`. */
+  #endHold(entry: Entry<T>, now: number, outcome: HoldOutcome): void {
+    const holdId = entry.holdId;
+    if (entry.suspected) {
+      this.#suspectedLeaks--;
+      if (outcome === 'released' || outcome === 'destroyed') {
+        this.#leak(entry, 'returned', now - entry.acquiredAt);
+      }
+    }
+    const message = entry.message;
+    if (message !== undefined) {
+      message.holdMillis = now - entry.acquiredAt;
+      message.outcome = outcome;
+      channels.holdEnd.publish(message);
+    }
+    this.#used--;
+    entry.lastHoldId = holdId;
+    entry.lastOutcome = outcome;
+    entry.holdId = 0;
+    entry.captured = undefined;
+    entry.suspected = false;
+    entry.holdAgeAlerted = false;
+    entry.message = undefined;
+    this.#registry?.unregister(entry);
+    if (this.#used === 0) this.#drained?.();
+  }
+
+  #reset(entry: Entry<T>): void {
+    entry.state = State.Resetting;
+    const factory = this.#o.factory;
+    this.#track(
+      Promise.resolve()
+        .then(() => factory.reset!(entry.resource))
+        .then(
+          () => {
+            if (entry.state !== State.Resetting) return;
+            if (entry.broken) this.#destroy(entry, 'broken');
+            else this.#makeAvailable(entry, performance.now());
+            this.#dispense();
+          },
+          (error: unknown) => {
+            if (entry.state !== State.Resetting) return;
+            this.#destroy(entry, 'reset', asError(error));
+            this.#dispense();
+          },
+        ),
+    );
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Create and destroy
+
+  /** Starts one create. `forWaiter`: a failure is handed to the first waiter. */
+  #create(forWaiter: boolean): void {
+    this.#creating++;
+    const started = performance.now();
+    let entry: Entry<T> | undefined;
+    let brokenEarly = false;
+    const context = {
+      markBroken: () => {
+        if (entry !== undefined) this.#markBroken(entry);
+        else brokenEarly = true;
+      },
+    };
+    const factory = this.#o.factory;
+    this.#track(
+      Promise.resolve()
+        .then(() => factory.create(context))
+        .then(
+          (resource) => {
+            this.#creating--;
+            this.#created++;
+            this.#createBackoffMillis = 0;
+            this.#lastCreateError = undefined;
+            const now = performance.now();
+            this.#publishResource('create', now - started, undefined, undefined);
+            entry = new Entry(resource, now, this.#o.maxLifetimeMillis);
+            this.#entries.add(entry);
+            if (brokenEarly) this.#destroy(entry, 'broken');
+            else this.#makeAvailable(entry, now);
+            this.#dispense();
+          },
+          (error: unknown) => {
+            this.#creating--;
+            this.#lastCreateError = error;
+            this.#publishResource('create', performance.now() - started, asError(error), undefined);
+            if (this.#closed) return;
+            // One failed attempt fails one caller: no retry loop, and the caller learns why at once.
+            const waiter =
+              forWaiter && this.#queued > this.#creating ? this.#waiters.peek() : undefined;
+            if (waiter !== undefined)
+              this.#settleWaiter(waiter, new CreateFailedError(this.name, error));
+            else this.#scheduleRefill();
+          },
+        ),
+    );
+  }
+
+  #markBroken(entry: Entry<T>): void {
+    entry.broken = true;
+    if (entry.state === State.Idle) {
+      this.#idle.splice(this.#idle.indexOf(entry), 1);
+      this.#destroy(entry, 'broken');
+      this.#refill();
+    }
+    // Used: destroyed on release. Validating or resetting: checked when that finishes.
+  }
+
+  /** Removes an entry from the pool and destroys its resource in the background. */
+  #destroy(entry: Entry<T>, reason: DestroyReason, error?: Error): void {
+    if (entry.state === State.Destroyed) return;
+    entry.state = State.Destroyed;
+    this.#entries.delete(entry);
+    this.#destroyed++;
+    const started = performance.now();
+    const factory = this.#o.factory;
+    this.#track(
+      Promise.resolve()
+        .then(() => factory.destroy(entry.resource))
+        .then(
+          () => this.#publishResource('destroy', performance.now() - started, error, reason),
+          (destroyError: unknown) =>
+            this.#publishResource(
+              'destroy',
+              performance.now() - started,
+              asError(destroyError),
+              reason,
+            ),
+        ),
+    );
+  }
+
+  #publishResource(
+    kind: 'create' | 'destroy',
+    durationMillis: number,
+    error: Error | undefined,
+    reason: DestroyReason | undefined,
+  ): void {
+    const channel = channels[kind];
+    if (channel.hasSubscribers) channel.publish({ pool: this, durationMillis, error, reason });
+  }
+
+  /** Keeps `min` resources, with backoff after failures. */
+  #refill(): void {
+    if (this.#closed || this.#refillTimer !== undefined) return;
+    let missing = this.#o.min - (this.#entries.size + this.#creating);
+    while (missing-- > 0) this.#create(false);
+  }
+
+  #scheduleRefill(): void {
+    if (this.#closed || this.#refillTimer !== undefined || this.#o.min === 0) return;
+    this.#createBackoffMillis = Math.min(Math.max(this.#createBackoffMillis * 2, 100), 10_000);
+    this.#refillTimer = setTimeout(() => {
+      this.#refillTimer = undefined;
+      this.#refill();
+    }, this.#createBackoffMillis);
+    this.#refillTimer.unref();
+  }
+
+  #track(promise: Promise<unknown>): void {
+    this.#inFlight.add(promise);
+    void promise.finally(() => this.#inFlight.delete(promise));
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Timers: waiter deadlines and housekeeping
+
+  #armWaitTimer(deadline: number): void {
+    if (deadline >= this.#waitTimerAt || deadline === Infinity) return;
+    if (this.#waitTimer !== undefined) clearTimeout(this.#waitTimer);
+    this.#waitTimerAt = deadline;
+    this.#waitTimer = setTimeout(
+      () => this.#expireWaiters(),
+      Math.max(0, deadline - performance.now()),
+    );
+    this.#waitTimer.unref();
+  }
+
+  #expireWaiters(): void {
+    this.#waitTimer = undefined;
+    this.#waitTimerAt = Infinity;
+    const now = performance.now();
+    let next = Infinity;
+    for (const waiter of [...this.#waiters]) {
+      if (waiter.deadline <= now) this.#settleWaiter(waiter, this.#timeoutError(waiter, now));
+      else next = Math.min(next, waiter.deadline);
+    }
+    if (next !== Infinity) this.#armWaitTimer(next);
+  }
+
+  #timeoutError(waiter: Waiter<T>, now: number): AcquireTimeoutError {
+    const s = this.stats();
+    const holders = this.#holders(now).slice(0, 3);
+    let message =
+      `Pool "${this.name}": timed out after ${Math.round(now - waiter.startTime)} ms waiting for a resource ` +
+      `(total=${s.size} used=${s.used} idle=${s.idle} pending=${s.pending} max=${s.max}).`;
+    if (holders.length > 0) {
+      message += ` Longest holders:`;
+      for (const h of holders) {
+        message += `\n  lease #${h.id} held ${(h.ageMillis / 1000).toFixed(1)} s, acquired at:`;
+        message += h.stack
+          ? `\n    ${h.stack.split('\n').join('\n    ')}`
+          : ` (no stack captured; set captureStacks: 'always' to see it)`;
+      }
+    }
+    const cause = this.#lastCreateError;
+    if (cause !== undefined) message += `\nLast create failure: ${asError(cause).message}`;
+    else if (s.used >= s.max) {
+      message += `\nEvery resource is in use: release leases sooner (look for a missing release()), or raise max.`;
+    }
+    return new AcquireTimeoutError(message, this.name, cause);
+  }
+
+  #holders(now: number): LeaseInfo[] {
+    const held: LeaseInfo[] = [];
+    for (const entry of this.#entries) {
+      if (entry.state === State.Used) held.push(this._leaseInfo(entry, entry.holdId, now));
+    }
+    return held.sort((a, b) => b.ageMillis - a.ageMillis);
+  }
+
+  /** The shared tick: leak checks, eviction, refill, health. */
+  #housekeep(): void {
+    const now = performance.now();
+    const o = this.#o;
+    let pressure = false;
+    for (const entry of [...this.#entries]) {
+      if (entry.state === State.Used) {
+        const age = now - entry.acquiredAt;
+        if (o.reclaimAfterMillis > 0 && age >= o.reclaimAfterMillis) {
+          this.#takeBack(entry, 'reclaimed', now);
+          continue;
+        }
+        if (o.leakDetectionThresholdMillis > 0) {
+          if (!entry.suspected && age >= o.leakDetectionThresholdMillis) {
+            entry.suspected = true;
+            this.#suspectedLeaks++;
+            this.#leak(entry, 'suspected', age);
+          }
+          if (age >= o.leakDetectionThresholdMillis / 4) pressure = true;
+        }
+      } else if (entry.state === State.Idle) {
+        const idleFor = now - entry.idleSince;
+        const expired = now >= entry.expiresAt;
+        const surplus =
+          o.idleTimeoutMillis > 0 && idleFor >= o.idleTimeoutMillis && this.#entries.size > o.min;
+        if (expired || surplus) {
+          this.#idle.splice(this.#idle.indexOf(entry), 1);
+          this.#destroy(entry, expired ? 'lifetime' : 'idle');
+        }
+      }
+    }
+    const oldestWaiter = this.#waiters.peek();
+    if (
+      oldestWaiter !== undefined &&
+      now - oldestWaiter.startTime >= Math.min(1000, oldestWaiter.timeoutMillis / 10)
+    ) {
+      pressure = true;
+    }
+    // A timeout since the last tick keeps the pressure on for one more tick.
+    this.#underPressure =
+      pressure || (this.#underPressure && this.#timeouts !== this.#timeoutsAtTick);
+    this.#timeoutsAtTick = this.#timeouts;
+    this.#refill();
+    this.#dispense();
+    if (o.health !== undefined && now - this.#lastHealthCheck >= o.health.intervalMillis) {
+      this.#lastHealthCheck = now;
+      this.checkHealth();
+    }
+  }
+  #timeoutsAtTick = 0;
+
+  /** Forcibly ends a hold (reclaim, close) and destroys its resource. */
+  #takeBack(entry: Entry<T>, outcome: 'reclaimed' | 'closed', now: number): LeaseInfo {
+    const info = this._leaseInfo(entry, entry.holdId, now);
+    if (outcome === 'reclaimed') {
+      this.#reclaimedLeaks++;
+      this.#leak(entry, 'reclaimed', now - entry.acquiredAt);
+    }
+    this.#endHold(entry, now, outcome);
+    this.#destroy(entry, outcome === 'reclaimed' ? 'reclaimed' : 'closed');
+    this.#dispense();
+    return info;
+  }
+
+  /** A lease was garbage-collected while held: destroy its resource, restore capacity. */
+  #collected(entry: Entry<T>): void {
+    if (entry.state !== State.Used) return;
+    const now = performance.now();
+    this.#collectedLeaks++;
+    this.#leak(entry, 'collected', now - entry.acquiredAt);
+    this.#endHold(entry, now, 'collected');
+    // Never reuse it: it may hold an open transaction or locks.
+    this.#destroy(entry, 'collected');
+    this.#dispense();
+  }
+
+  #leak(entry: Entry<T>, kind: LeakKind, ageMillis: number): void {
+    const lease = this._leaseInfo(entry, entry.holdId);
+    const stack = lease.stack;
+    const hold = entry.message;
+    if (channels.leak.hasSubscribers) {
+      channels.leak.publish({ pool: this, kind, lease, ageMillis, stack, hold });
+    }
+    const seconds = (ageMillis / 1000).toFixed(1);
+    const where = stack
+      ? `, acquired at:\n    ${stack.split('\n').join('\n    ')}`
+      : " (no stack captured: captureStacks: 'always' records every acquire)";
+    const text: Record<LeakKind, string> = {
+      suspected: `Possible leak: lease #${lease.id} of pool "${this.name}" held for ${seconds} s${where}`,
+      returned: `Previously suspected lease #${lease.id} of pool "${this.name}" was returned after ${seconds} s.`,
+      collected: `Leak: lease #${lease.id} of pool "${this.name}" was garbage-collected without release after ${seconds} s; its resource was destroyed${where}`,
+      reclaimed: `Leak: lease #${lease.id} of pool "${this.name}" was reclaimed after ${seconds} s (reclaimAfterMillis) and its resource destroyed${where}`,
+    };
+    const severity = kind === 'returned' ? 'info' : kind === 'suspected' ? 'warning' : 'error';
+    this.#alert(
+      {
+        kind: 'leak',
+        leakKind: kind,
+        severity,
+        pool: this.name,
+        message: text[kind],
+        timestamp: Date.now(),
+        lease,
+        ageMillis,
+        stack,
+      },
+      hold,
+    );
+  }
+
+  #alert(alert: Alert, hold: HoldMessage | undefined): void {
+    if (channels.alert.hasSubscribers) channels.alert.publish({ pool: this, alert, hold });
+    const onAlert = this.#o.onAlert;
+    if (onAlert === undefined) return;
+    try {
+      onAlert(alert);
+    } catch {
+      // The user's alert callback must never break the pool.
+    }
+  }
+
+  /**
+   * Runs the health checks now (they also run every `health.intervalMillis`): suspected leaks at
+   * or over the threshold, leases held longer than `maxHoldMillis`, an exhausted pool with waiters.
+   * Each condition alerts once, and again only after it cleared.
+   */
+  checkHealth(): Alert[] {
+    const health = this.#o.health;
+    if (health === undefined || this.#closed) return [];
+    const raised: Alert[] = [];
+    const raise = (alert: Omit<Alert, 'pool' | 'timestamp'>, hold?: HoldMessage) => {
+      const full: Alert = { ...alert, pool: this.name, timestamp: Date.now() };
+      raised.push(full);
+      this.#alert(full, hold);
+    };
+    const now = performance.now();
+    const leaks = this.#suspectedLeaks;
+    if (leaks >= health.leakCountThreshold) {
+      if (!this.#leakCountAlerted) {
+        raise({
+          kind: 'leak-count',
+          severity: 'warning',
+          message: `Pool "${this.name}": ${leaks} suspected leak(s), at or over the threshold of ${health.leakCountThreshold}.`,
+          value: leaks,
+          threshold: health.leakCountThreshold,
+        });
+      }
+      this.#leakCountAlerted = true;
+    } else this.#leakCountAlerted = false;
+
+    if (health.maxHoldMillis > 0) {
+      for (const entry of this.#entries) {
+        if (entry.state !== State.Used || entry.holdAgeAlerted) continue;
+        const age = now - entry.acquiredAt;
+        if (age < health.maxHoldMillis) continue;
+        entry.holdAgeAlerted = true;
+        const lease = this._leaseInfo(entry, entry.holdId, now);
+        raise(
+          {
+            kind: 'hold-age',
+            severity: 'warning',
+            message: `Pool "${this.name}": lease #${lease.id} held for ${(age / 1000).toFixed(1)} s, longer than ${health.maxHoldMillis} ms.`,
+            lease,
+            ageMillis: age,
+            stack: lease.stack,
+            value: age,
+            threshold: health.maxHoldMillis,
+          },
+          entry.message,
+        );
+      }
+    }
+
+    const waiting = this.#queued + this.#binding;
+    if (health.exhaustion && this.#used >= this.#o.max && waiting > 0) {
+      if (!this.#exhaustedAlerted) {
+        raise({
+          kind: 'exhausted',
+          severity: 'warning',
+          message: `Pool "${this.name}" is exhausted: ${this.#used}/${this.#o.max} in use and ${waiting} caller(s) waiting.`,
+          value: waiting,
+          threshold: this.#o.max,
+        });
+      }
+      this.#exhaustedAlerted = true;
+    } else this.#exhaustedAlerted = false;
+    return raised;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Reports
+
+  /** @internal */
+  _leaseInfo(entry: Entry<T>, holdId: number, now = performance.now()): LeaseInfo {
+    const ageMillis = entry.holdId === holdId ? now - entry.acquiredAt : 0;
+    return {
+      id: holdId,
+      resourceId: entry.id,
+      poolName: this.name,
+      acquiredAt: Date.now() - ageMillis,
+      ageMillis,
+      stack: entry.holdId === holdId ? formatStack(entry.captured) : undefined,
+      suspected: entry.holdId === holdId && entry.suspected,
+    };
+  }
+
+  /** A snapshot of the pool's counters. */
+  stats(): PoolStats {
+    return {
+      name: this.name,
+      size: this.#entries.size,
+      idle: this.#idle.length,
+      used: this.#used,
+      pending: this.#queued + this.#binding,
+      creating: this.#creating,
+      min: this.#o.min,
+      max: this.#o.max,
+      suspectedLeaks: this.#suspectedLeaks,
+      collectedLeaks: this.#collectedLeaks,
+      reclaimedLeaks: this.#reclaimedLeaks,
+      created: this.#created,
+      destroyed: this.#destroyed,
+      timeouts: this.#timeouts,
+      closed: this.#closed,
+    };
+  }
+
+  /** Every lease currently held, oldest first, with ages and stacks. */
+  leakReport(): LeakReport {
+    return { pool: this.name, stats: this.stats(), held: this.#holders(performance.now()) };
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Close
+
+  /**
+   * Closes the pool: new acquires fail, waiters are rejected, idle resources destroyed; leases
+   * still out are waited for up to `closeTimeoutMillis`, then destroyed and reported. Idempotent.
+   */
+  close(): Promise<CloseReport> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  async #close(): Promise<CloseReport> {
+    this.#closed = true;
+    clearInterval(this.#tick);
+    if (this.#waitTimer !== undefined) clearTimeout(this.#waitTimer);
+    if (this.#refillTimer !== undefined) clearTimeout(this.#refillTimer);
+    openPools.delete(this);
+    if (channels.poolClose.hasSubscribers) channels.poolClose.publish({ pool: this });
+    for (const waiter of [...this.#waiters]) {
+      this.#settleWaiter(
+        waiter,
+        new PoolClosedError(this.name, 'the pool closed while acquire() waited'),
+      );
+    }
+    for (const entry of this.#idle.splice(0)) this.#destroy(entry, 'closed');
+
+    if (this.#used > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await new Promise<void>((resolve) => {
+        this.#drained = resolve;
+        timer = setTimeout(resolve, this.#o.closeTimeoutMillis);
+      });
+      clearTimeout(timer);
+      this.#drained = undefined;
+    }
+    const forced: LeaseInfo[] = [];
+    const now = performance.now();
+    for (const entry of [...this.#entries]) {
+      if (entry.state === State.Used) forced.push(this.#takeBack(entry, 'closed', now));
+    }
+    // Creates, validations, resets and destroys still running; each destroys what it ends with.
+    while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight]);
+    for (const entry of [...this.#entries]) this.#destroy(entry, 'closed');
+    while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight]);
+    return { forced };
+  }
+}
+
+function findHeld(frame: HoldFrame | undefined, pool: object): HoldFrame | undefined {
+  for (let f = frame; f !== undefined; f = f.parent) if (f.pool === pool && isLive(f)) return f;
+  return undefined;
+}
+
+/** Copies the live part of a frame chain, so a long-lived context does not grow without bound. */
+function prune(frame: HoldFrame | undefined): HoldFrame | undefined {
+  if (frame === undefined) return undefined;
+  const parent = prune(frame.parent);
+  if (!isLive(frame)) return parent;
+  return parent === frame.parent ? frame : { ...frame, parent };
+}
+
+function defaultName(server: ServerInfo | undefined): string {
+  if (server?.address !== undefined) {
+    return `${server.address}${server.port !== undefined ? `:${server.port}` : ''}/${server.namespace ?? ''}`;
+  }
+  return `poolwatch-${nextPoolNumber++}`;
+}
+
+function describeValue(value: unknown): string {
+  if (value === null || value === undefined) return String(value);
+  if (typeof value === 'object') return `an object of class ${value.constructor?.name ?? 'Object'}`;
+  return typeof value;
+}
+
+function asError(value: unknown): Error {
+  return value instanceof Error ? value : new Error(String(value));
+}
+
+/** Renders a leak report for people, like a log line per held lease. */
+export function formatLeakReport(report: LeakReport): string {
+  const { stats } = report;
+  const header =
+    `Pool "${report.pool}": ${stats.used}/${stats.max} in use, ${stats.idle} idle, ${stats.pending} waiting; ` +
+    `${stats.suspectedLeaks} suspected, ${stats.collectedLeaks} collected, ${stats.reclaimedLeaks} reclaimed leak(s).`;
+  if (report.held.length === 0) return `${header}\nNo leases held: no leaks.`;
+  const lines = [header, `${report.held.length} lease(s) held, oldest first:`];
+  for (const lease of report.held) {
+    lines.push(
+      `  • lease #${lease.id} (resource #${lease.resourceId}) held ${(lease.ageMillis / 1000).toFixed(2)} s` +
+        (lease.suspected ? ' [SUSPECTED LEAK]' : ''),
+    );
+    if (lease.stack) lines.push(...lease.stack.split('\n').map((l) => `      ${l}`));
+  }
+  return lines.join('\n');
+}

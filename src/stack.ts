@@ -1,0 +1,42 @@
+import { dirname } from 'node:path';
+
+/**
+ * Cheap acquisition stacks. `Error.captureStackTrace` records the frames at once (about a
+ * microsecond) but V8 formats them only when `.stack` is read (several more): we read it only when
+ * a leak is reported. Frames of poolwatch itself and of Node's internals are trimmed so the first
+ * frame shown is the caller's code.
+ */
+export interface CapturedStack {
+  stack?: string;
+}
+
+// This file's folder is the root of poolwatch's own code, in src/ (tsx) and in dist/cjs/.
+const OWN_DIR = dirname(__filename);
+
+/** Captures the current stack, hiding `above` and everything it called. */
+export function captureStack(above: (...args: never[]) => unknown): CapturedStack {
+  const holder: CapturedStack = {};
+  Error.captureStackTrace(holder, above);
+  return holder;
+}
+
+const formatted = new WeakMap<CapturedStack, string>();
+
+/** The captured stack as text, without the header line and without poolwatch's own frames. */
+export function formatStack(captured: CapturedStack | undefined): string | undefined {
+  if (captured === undefined) return undefined;
+  let text = formatted.get(captured);
+  if (text === undefined) {
+    const lines = (captured.stack ?? '').split('\n').slice(1);
+    const kept = lines.filter((line) => !isOwnFrame(line));
+    text = (kept.length > 0 ? kept : lines).map((l) => l.trim()).join('\n');
+    formatted.set(captured, text);
+  }
+  return text;
+}
+
+function isOwnFrame(line: string): boolean {
+  return (
+    line.includes(OWN_DIR) || line.includes('(node:internal') || line.includes('at node:internal')
+  );
+}

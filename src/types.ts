@@ -1,0 +1,186 @@
+import type { Alert } from './events';
+
+/** Where a pool's resources connect. Never carries credentials. */
+export interface ServerInfo {
+  /** Database system, as `db.system.name` in the semantic conventions (`postgresql`, `mysql`). */
+  readonly system?: string;
+  readonly address?: string;
+  readonly port?: number;
+  /** The database name (`db.namespace`). */
+  readonly namespace?: string;
+}
+
+/** Handed to `create()` so a resource can report that it broke while pooled or held. */
+export interface CreateContext {
+  /**
+   * Marks the resource as broken: an idle one is destroyed at once, a held one is destroyed
+   * instead of being reused when it is released. Safe to call more than once.
+   */
+  markBroken(error?: Error): void;
+}
+
+/**
+ * The mechanics of one kind of resource: how to make, check, clean and close it. A driver adapter
+ * is one of these; it keeps no pool state.
+ */
+export interface ResourceFactory<T> {
+  create(context: CreateContext): Promise<T>;
+  destroy(resource: T): Promise<void> | void;
+  /** Resolves true when the resource is still usable. Called on borrow (see `validateAfterIdleMillis`). */
+  validate?(resource: T): Promise<boolean> | boolean;
+  /** Cleans session state before the resource is reused. A throw destroys the resource. */
+  reset?(resource: T): Promise<void> | void;
+  /** Where the resources connect, for telemetry. */
+  readonly server?: ServerInfo;
+}
+
+/** Stack capture for leases: `auto` samples while the pool is relaxed and captures every acquire under pressure. */
+export type StackCapture = 'auto' | 'always' | 'never' | { readonly oneIn: number };
+
+export interface HealthOptions {
+  /**
+   * How often the health checks run.
+   * @default 5000
+   */
+  intervalMillis?: number;
+  /**
+   * Alert when the number of suspected leaks reaches this.
+   * @default 1
+   */
+  leakCountThreshold?: number;
+  /**
+   * Alert when a lease has been held longer than this (0 turns the check off).
+   * @default 60000
+   */
+  maxHoldMillis?: number;
+  /**
+   * Alert when the pool is exhausted and callers are waiting.
+   * @default true
+   */
+  exhaustion?: boolean;
+}
+
+export interface PoolOptions<T> {
+  /** The resource mechanics. */
+  factory: ResourceFactory<T>;
+  /**
+   * Unique name in the application; it labels every metric. Defaults to
+   * `address:port/namespace` when the factory knows them, else `poolwatch-N`.
+   */
+  name?: string;
+  /** @default 0 */
+  min?: number;
+  /** @default 10 */
+  max?: number;
+  /**
+   * How long `acquire()` waits before failing. `Infinity` waits forever (not recommended).
+   * @default 30000
+   */
+  acquireTimeoutMillis?: number;
+  /**
+   * Idle resources above `min` are destroyed after this long unused (0 never).
+   * @default 30000
+   */
+  idleTimeoutMillis?: number;
+  /**
+   * Resources are retired after this age, with up to 2.5% random jitter so they do not all
+   * retire at once; a held resource is retired when it is released (0 never).
+   * @default 1800000
+   */
+  maxLifetimeMillis?: number;
+  /**
+   * A resource idle for longer than this is validated before it is handed out (0: every borrow).
+   * Only used when the factory has `validate`.
+   * @default 500
+   */
+  validateAfterIdleMillis?: number;
+  /**
+   * Master switch for leak tracking. `false` turns off suspected, collected and reclaimed
+   * detection, stack capture and self-deadlock detection.
+   * @default true
+   */
+  leakDetection?: boolean;
+  /**
+   * A lease held longer than this is reported once as a suspected leak (0 turns it off).
+   * @default 30000
+   */
+  leakDetectionThresholdMillis?: number;
+  /**
+   * A lease held longer than this is taken back and its resource destroyed (0 never).
+   * @default 0
+   */
+  reclaimAfterMillis?: number;
+  /**
+   * Detect leases that were dropped without release, after garbage collection.
+   * @default true
+   */
+  detectCollectedLeaks?: boolean;
+  /** @default 'auto' */
+  captureStacks?: StackCapture;
+  /**
+   * Fail fast when an async context that holds a lease waits for another from an exhausted pool.
+   * @default true
+   */
+  detectSelfDeadlock?: boolean;
+  /**
+   * The shared housekeeping tick: idle and lifetime eviction, leak checks, `min` refill.
+   * @default 1000
+   */
+  housekeepingIntervalMillis?: number;
+  /** Health checks; `false` turns them off. */
+  health?: HealthOptions | false;
+  /** Called with every alert (health checks and leak findings). Errors it throws are ignored. */
+  onAlert?: (alert: Alert) => void;
+  /**
+   * How long `close()` waits for outstanding leases before destroying them.
+   * @default 10000
+   */
+  closeTimeoutMillis?: number;
+}
+
+/** What the pool tells about a lease. Read-only; stable for the duration of one hold. */
+export interface LeaseInfo {
+  /** Unique per hold within the process. */
+  readonly id: number;
+  /** Identifies the underlying resource (stable across holds). */
+  readonly resourceId: number;
+  readonly poolName: string;
+  /** `Date.now()` when the lease was handed out. */
+  readonly acquiredAt: number;
+  /** Milliseconds held so far. */
+  readonly ageMillis: number;
+  /** The acquisition stack (trimmed to the caller's frames), if one was captured. */
+  readonly stack: string | undefined;
+  /** True once the lease was reported as a suspected leak. */
+  readonly suspected: boolean;
+}
+
+export interface PoolStats {
+  readonly name: string;
+  /** Resources that exist (idle + used + being validated or reset). */
+  readonly size: number;
+  readonly idle: number;
+  readonly used: number;
+  /** Callers waiting in `acquire()`. */
+  readonly pending: number;
+  /** Resources being created. */
+  readonly creating: number;
+  readonly min: number;
+  readonly max: number;
+  /** Leases currently held past the leak threshold. */
+  readonly suspectedLeaks: number;
+  /** Leases found dropped without release, since the pool opened. */
+  readonly collectedLeaks: number;
+  /** Leases taken back after `reclaimAfterMillis`, since the pool opened. */
+  readonly reclaimedLeaks: number;
+  readonly created: number;
+  readonly destroyed: number;
+  readonly timeouts: number;
+  readonly closed: boolean;
+}
+
+export interface AcquireOptions {
+  /** Overrides the pool's `acquireTimeoutMillis` for this call. */
+  timeoutMillis?: number;
+  signal?: AbortSignal;
+}
