@@ -27,7 +27,7 @@ export const DEFAULTS = {
 } as const;
 
 /** One in this many acquires gets a stack while the pool is relaxed, under `captureStacks: 'auto'`. */
-export const AUTO_STACK_SAMPLE = 16;
+export const AUTO_STACK_SAMPLE = 64;
 
 export interface ResolvedHealth {
   readonly intervalMillis: number;

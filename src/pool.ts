@@ -40,9 +40,10 @@ let nextHoldId = 1;
 let nextPoolNumber = 1;
 
 /**
- * The pool's record of one resource. It is never handed to the user (the user gets a `Lease`),
- * and it never references the lease: the pool must not keep a lease reachable, or a dropped
- * lease could never be collected and detected.
+ * The pool's record of one resource. It is never handed to the user (the user gets a `Lease`).
+ * It references the current lease only until the next housekeeping tick (`unwatchedLease`):
+ * the pool must not keep a lease reachable for longer, or a dropped lease could never be
+ * collected and detected.
  */
 class Entry<T> {
   state = State.Idle;
@@ -59,6 +60,13 @@ class Entry<T> {
   suspected = false;
   holdAgeAlerted = false;
   message: HoldMessage | undefined = undefined;
+  /**
+   * The lease of the current hold, until the first housekeeping tick registers it with the
+   * FinalizationRegistry and lets go of it (see Pool#watchLeases). Short holds never pay for
+   * the registration.
+   */
+  unwatchedLease: object | undefined = undefined;
+  watched = false;
   // How the last hold ended, so a stale lease's error can say what happened to it.
   lastHoldId = 0;
   lastOutcome: HoldOutcome | undefined = undefined;
@@ -86,27 +94,27 @@ interface Waiter<T> {
   state: 'queued' | 'binding' | 'settled';
   readonly captured: CapturedStack | undefined;
   readonly message: HoldMessage | undefined;
-  readonly frame: HoldFrame | undefined;
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
 }
 
 /**
- * What an async context holds, for self-deadlock detection: a chain of holds made in this
- * context and its ancestors. A frame is filled in when its lease is handed out; a frame whose
- * entry has moved on to another hold (or none) is dead and pruned when a new frame is pushed.
- * Frames reference entries, never leases (see Entry).
+ * What an async context holds, for self-deadlock detection: the chain of `use()` callbacks it
+ * runs inside. `use()` runs its callback in a new frame with `AsyncLocalStorage.run()`, so only
+ * the callback and the work it starts see the frame; siblings (`Promise.all` over `use()` calls)
+ * never do. A frame whose entry has moved on to another hold is dead. Frames reference entries,
+ * never leases (see Entry).
  */
 interface HoldFrame {
   readonly pool: object;
-  entry: Entry<unknown> | undefined;
-  holdId: number;
+  readonly entry: Entry<unknown>;
+  readonly holdId: number;
   readonly parent: HoldFrame | undefined;
 }
 const heldInContext = new AsyncLocalStorage<HoldFrame>();
 
 function isLive(frame: HoldFrame): boolean {
-  return frame.entry !== undefined && frame.entry.holdId === frame.holdId;
+  return frame.entry.holdId === frame.holdId;
 }
 
 /** A FIFO of waiters over an array with a moving head; settled waiters are skipped lazily. */
@@ -244,7 +252,8 @@ export interface LeakReport {
  * Hazards: a used entry is only referenced from `#entries`; forgetting to release its lease keeps
  * it used until the leak detectors (threshold, garbage collection, reclaim) notice. The hot path
  * (an idle resource, no waiters) arms no timer: waiter deadlines share one timer, and eviction,
- * leak checks and health run on one unref'd housekeeping tick.
+ * leak checks and health run on one unref'd housekeeping tick. A lease still held at a tick is
+ * registered for garbage-collection detection then, so the common short hold never pays for it.
  */
 export class Pool<T> implements PoolRef, AsyncDisposable {
   readonly name: string;
@@ -326,23 +335,21 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
       );
     }
     const captured = this.#shouldCapture() ? captureStack(this.acquire) : undefined;
-    const frame = this.#o.detectSelfDeadlock ? this.#enterFrame() : undefined;
 
     // Fast path: an idle resource that needs no validation, and nobody ahead in the queue.
     if (this.#queued === 0) {
       const entry = this.#takeIdle(startTime, false);
       if (entry !== undefined) {
-        return Promise.resolve(
-          this.#handOut(entry, startTime, captured, message, frame, startTime),
-        );
+        return Promise.resolve(this.#handOut(entry, startTime, captured, message, startTime));
       }
     }
-    return this.#wait(options, startTime, captured, message, frame);
+    return this.#wait(options, startTime, captured, message);
   }
 
   /**
    * Runs `fn` with a leased resource: releases it when `fn` resolves, destroys it when `fn`
-   * throws (the resource may be in an unknown state).
+   * throws (the resource may be in an unknown state). With `detectSelfDeadlock`, an acquire
+   * from this pool made inside `fn` while the pool is exhausted fails at once.
    */
   async use<R>(
     fn: (resource: T, lease: Lease<T>) => R | PromiseLike<R>,
@@ -351,7 +358,17 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
     const lease = await this.acquire(options);
     let result: Awaited<R>;
     try {
-      result = await fn(lease.resource, lease);
+      if (this.#o.detectSelfDeadlock) {
+        const frame: HoldFrame = {
+          pool: this,
+          entry: lease._entry as Entry<unknown>,
+          holdId: lease._holdId,
+          parent: prune(heldInContext.getStore()),
+        };
+        result = await heldInContext.run(frame, fn, lease.resource, lease);
+      } else {
+        result = await fn(lease.resource, lease);
+      }
     } catch (error) {
       if (lease.active) lease.destroy(error instanceof Error ? error : undefined);
       throw error;
@@ -365,7 +382,6 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
     startTime: number,
     captured: CapturedStack | undefined,
     message: HoldMessage | undefined,
-    frame: HoldFrame | undefined,
   ): Promise<Lease<T>> {
     const signal = options?.signal;
     if (signal?.aborted)
@@ -374,8 +390,9 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
     if (!(timeoutMillis > 0)) {
       throw new TypeError(`acquire({ timeoutMillis }) must be > 0, got ${String(timeoutMillis)}.`);
     }
-    if (frame !== undefined && this.#isExhausted()) {
-      const held = findHeld(frame.parent, this);
+    // Only when every resource is leased can waiting depend on a lease this caller holds.
+    if (this.#o.detectSelfDeadlock && this.#used >= this.#o.max) {
+      const held = findHeld(heldInContext.getStore(), this);
       if (held !== undefined) return this.#fail(message, this.#selfDeadlockError(held));
     }
     let resolve!: (lease: Lease<T>) => void;
@@ -393,7 +410,6 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
       state: 'queued',
       captured,
       message,
-      frame,
       signal,
       onAbort: undefined,
     };
@@ -481,22 +497,6 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
     return false;
   }
 
-  /**
-   * Pushes a frame for this acquire onto the caller's async context. `enterWith` here, inside
-   * the synchronous part of `acquire()`, carries into the caller's continuation after `await`.
-   */
-  #enterFrame(): HoldFrame {
-    let parent = heldInContext.getStore();
-    while (parent !== undefined && !isLive(parent)) parent = parent.parent;
-    const frame: HoldFrame = { pool: this, entry: undefined, holdId: 0, parent: prune(parent) };
-    heldInContext.enterWith(frame);
-    return frame;
-  }
-
-  #isExhausted(): boolean {
-    return this.#idle.length === 0 && this.#entries.size + this.#creating >= this.#o.max;
-  }
-
   #selfDeadlockError(held: HoldFrame): SelfDeadlockError {
     const entry = held.entry!;
     const stack = formatStack(entry.captured);
@@ -558,9 +558,7 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
   #serve(entry: Entry<T>, waiter: Waiter<T>, now: number): void {
     waiter.state = 'settled';
     this.#unlisten(waiter);
-    waiter.resolve(
-      this.#handOut(entry, now, waiter.captured, waiter.message, waiter.frame, waiter.startTime),
-    );
+    waiter.resolve(this.#handOut(entry, now, waiter.captured, waiter.message, waiter.startTime));
   }
 
   #validateFor(entry: Entry<T>, waiter: Waiter<T>): void {
@@ -599,7 +597,6 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
     now: number,
     captured: CapturedStack | undefined,
     message: HoldMessage | undefined,
-    frame: HoldFrame | undefined,
     startTime: number,
   ): Lease<T> {
     const holdId = nextHoldId++;
@@ -610,12 +607,7 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
     entry.message = message;
     this.#used++;
     const lease = new Lease(this, entry, holdId);
-    // The entry is both the held value and the unregister token; neither references the lease.
-    this.#registry?.register(lease, entry, entry);
-    if (frame !== undefined) {
-      frame.entry = entry as Entry<unknown>;
-      frame.holdId = holdId;
-    }
+    if (this.#registry !== undefined) entry.unwatchedLease = lease;
     if (message !== undefined) {
       message.waitMillis = now - startTime;
       message.lease = this._leaseInfo(entry, holdId);
@@ -732,7 +724,11 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
     entry.suspected = false;
     entry.holdAgeAlerted = false;
     entry.message = undefined;
-    this.#registry?.unregister(entry);
+    entry.unwatchedLease = undefined;
+    if (entry.watched) {
+      entry.watched = false;
+      this.#registry!.unregister(entry);
+    }
     if (this.#used === 0) this.#drained?.();
   }
 
@@ -937,6 +933,7 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
     let pressure = false;
     for (const entry of [...this.#entries]) {
       if (entry.state === State.Used) {
+        if (entry.unwatchedLease !== undefined) this.#watch(entry);
         const age = now - entry.acquiredAt;
         if (o.reclaimAfterMillis > 0 && age >= o.reclaimAfterMillis) {
           this.#takeBack(entry, 'reclaimed', now);
@@ -980,6 +977,16 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
     }
   }
   #timeoutsAtTick = 0;
+
+  /**
+   * Starts watching a held lease for collection, and lets go of it: from now on only the caller
+   * references it. The entry is both the held value and the unregister token.
+   */
+  #watch(entry: Entry<T>): void {
+    this.#registry!.register(entry.unwatchedLease!, entry, entry);
+    entry.unwatchedLease = undefined;
+    entry.watched = true;
+  }
 
   /** Forcibly ends a hold (reclaim, close) and destroys its resource. */
   #takeBack(entry: Entry<T>, outcome: 'reclaimed' | 'closed', now: number): LeaseInfo {
@@ -1220,7 +1227,7 @@ function findHeld(frame: HoldFrame | undefined, pool: object): HoldFrame | undef
   return undefined;
 }
 
-/** Copies the live part of a frame chain, so a long-lived context does not grow without bound. */
+/** The live part of a frame chain, so nested use() calls never keep dead frames. */
 function prune(frame: HoldFrame | undefined): HoldFrame | undefined {
   if (frame === undefined) return undefined;
   const parent = prune(frame.parent);

@@ -159,8 +159,8 @@ describe('leak detection', () => {
 
     it("'auto' samples while relaxed and captures every acquire under pressure", async () => {
       const p = pool(plainFactory(), { max: 2, leakDetectionThresholdMillis: 4000, health: false });
-      const relaxed = await stacksOf(p, 32);
-      assert.equal(relaxed.filter(Boolean).length, 2, 'one in 16');
+      const relaxed = await stacksOf(p, 128);
+      assert.equal(relaxed.filter(Boolean).length, 2, 'one in 64');
       // A lease held for a quarter of the leak threshold puts the pool under pressure.
       const slow = await p.acquire();
       await clock.tickAsync(1000);
@@ -277,10 +277,11 @@ describe('collected leaks (garbage collection)', function () {
     if (gc === undefined) this.skip();
   });
 
+  /** Lets a housekeeping tick register held leases, then collects until `until()` holds. */
   async function collect(until: () => boolean): Promise<void> {
-    for (let i = 0; i < 50 && !until(); i++) {
+    for (let i = 0; i < 100 && !until(); i++) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
       gc!();
-      await new Promise((resolve) => setImmediate(resolve));
     }
   }
 
@@ -290,6 +291,7 @@ describe('collected leaks (garbage collection)', function () {
     const p = new Pool({
       factory,
       max: 1,
+      housekeepingIntervalMillis: 10,
       captureStacks: 'always',
       detectSelfDeadlock: false,
       onAlert: (a) => alerts.push(a),
@@ -316,7 +318,7 @@ describe('collected leaks (garbage collection)', function () {
   });
 
   it('does not report released leases', async () => {
-    const p = new Pool({ factory: plainFactory(), max: 2 });
+    const p = new Pool({ factory: plainFactory(), max: 2, housekeepingIntervalMillis: 10 });
     try {
       for (let i = 0; i < 100; i++) (await p.acquire()).release();
       let rounds = 0;

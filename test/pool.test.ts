@@ -219,11 +219,13 @@ describe('Pool', () => {
   });
 
   describe('self-deadlock', () => {
-    it('fails fast when the caller already holds a lease from an exhausted pool', async () => {
+    it('fails fast when code inside use() asks the exhausted pool for another resource', async () => {
       const p = pool(plainFactory(), { max: 1, captureStacks: 'always' });
-      const outer = await p.acquire();
       await assert.rejects(
-        p.acquire(),
+        p.use(async () => {
+          await Promise.resolve();
+          return p.acquire();
+        }),
         (error: Error) =>
           error instanceof SelfDeadlockError &&
           error.code === 'POOL_SELF_DEADLOCK' &&
@@ -232,30 +234,24 @@ describe('Pool', () => {
           ) &&
           /pool\.test\.ts/.test(error.message),
       );
-      outer.release();
+      assert.equal(p.stats().used, 0, 'the outer lease was destroyed by use() on the error');
     });
 
-    it('does not fire for another async context, or after the held lease was released', async () => {
-      const p = pool(plainFactory(), { max: 1 });
-      // A task started before the acquire (so not a descendant of the holder) waits normally.
-      let go!: () => void;
-      const gate = new Promise<void>((resolve) => (go = resolve));
-      const sibling = settle(
-        (async () => {
-          await gate;
-          return p.acquire();
-        })(),
-      );
-      const outer = await p.acquire();
-      go();
-      await clock.tickAsync(0);
-      assert.equal(sibling.done, false);
-      outer.release();
-      await clock.tickAsync(0);
-      sibling.value!.release();
-      // The same context, after releasing, may acquire again while another holds the resource.
-      const again = await p.acquire();
-      again.release();
+    it('does not fire for siblings, when capacity remains, or when turned off', async () => {
+      const p = pool(plainFactory(), { max: 2 });
+      // Siblings each hold their own lease and wait for each other's: no false alarm.
+      const results = await Promise.all([1, 2, 3, 4].map((n) => p.use(async () => n)));
+      assert.deepEqual(results, [1, 2, 3, 4]);
+      // Nested with capacity left: fine.
+      await p.use(() => p.use(() => 'nested'));
+      const off = pool(plainFactory(), {
+        max: 1,
+        detectSelfDeadlock: false,
+        acquireTimeoutMillis: 10,
+      });
+      const nested = settle(off.use(() => off.acquire()));
+      await clock.tickAsync(10);
+      assert.ok(nested.error instanceof AcquireTimeoutError);
     });
   });
 
