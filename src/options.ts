@@ -26,8 +26,8 @@ export const DEFAULTS = {
   },
 } as const;
 
-/** One in this many acquires gets a stack while the pool is relaxed, under `captureStacks: 'auto'`. */
-export const AUTO_STACK_SAMPLE = 64;
+/** Under `captureStacks: 'auto'`, a relaxed pool records at most one stack per this interval. */
+export const AUTO_STACK_INTERVAL_MILLIS = 10;
 
 export interface ResolvedHealth {
   readonly intervalMillis: number;

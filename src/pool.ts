@@ -17,7 +17,7 @@ import {
   type LeakKind,
   type PoolRef,
 } from './events';
-import { AUTO_STACK_SAMPLE, resolveOptions, type ResolvedOptions } from './options';
+import { AUTO_STACK_INTERVAL_MILLIS, resolveOptions, type ResolvedOptions } from './options';
 import { captureStack, formatStack, type CapturedStack } from './stack';
 import type { AcquireOptions, LeaseInfo, PoolOptions, PoolStats, ServerInfo } from './types';
 
@@ -300,6 +300,7 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
   /** Under pressure, `captureStacks: 'auto'` captures every acquire. */
   #underPressure = false;
   #stackCountdown = 0;
+  #lastStackAt = -Infinity;
   readonly #registry: FinalizationRegistry<Entry<T>> | undefined;
 
   constructor(options: PoolOptions<T>) {
@@ -334,7 +335,7 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
         new PoolClosedError(this.name, 'acquire() was called after close()'),
       );
     }
-    const captured = this.#shouldCapture() ? captureStack(this.acquire) : undefined;
+    const captured = this.#shouldCapture(startTime) ? captureStack(this.acquire) : undefined;
 
     // Fast path: an idle resource that needs no validation, and nobody ahead in the queue.
     if (this.#queued === 0) {
@@ -485,13 +486,23 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
     return message;
   }
 
-  #shouldCapture(): boolean {
+  /**
+   * 'auto' is rate-limited rather than one-in-N: at most one stack per
+   * AUTO_STACK_INTERVAL_MILLIS while relaxed, so a quiet pool records nearly every acquire and a
+   * busy one pays a bounded cost (a capture costs microseconds); under pressure, every acquire.
+   */
+  #shouldCapture(now: number): boolean {
     const every = this.#o.stackEvery;
     if (every === 1) return true;
     if (every === 0) return false;
-    if (every < 0 && this.#underPressure) return true;
+    if (every < 0) {
+      if (!this.#underPressure && now - this.#lastStackAt < AUTO_STACK_INTERVAL_MILLIS)
+        return false;
+      this.#lastStackAt = now;
+      return true;
+    }
     if (--this.#stackCountdown <= 0) {
-      this.#stackCountdown = every < 0 ? AUTO_STACK_SAMPLE : every;
+      this.#stackCountdown = every;
       return true;
     }
     return false;

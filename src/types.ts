@@ -34,7 +34,10 @@ export interface ResourceFactory<T> {
   readonly server?: ServerInfo;
 }
 
-/** Stack capture for leases: `auto` samples while the pool is relaxed and captures every acquire under pressure. */
+/**
+ * Stack capture for leases: `auto` records at most one stack per 10 ms while the pool is relaxed
+ * and every acquire under pressure.
+ */
 export type StackCapture = 'auto' | 'always' | 'never' | { readonly oneIn: number };
 
 export interface HealthOptions {
