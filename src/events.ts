@@ -158,15 +158,25 @@ export type ChannelMessages = {
 };
 
 /**
- * Subscribes `listener` to one channel and returns the function that unsubscribes it.
- * Typed convenience for instrumentations.
+ * Subscribes `listener` to one channel and returns the function that unsubscribes it. A listener
+ * that throws is reported as a process warning: a raw `diagnostics_channel` subscriber that throws
+ * would surface as an uncaught exception.
  */
 export function subscribe<K extends keyof ChannelMessages>(
   name: K,
   listener: (message: ChannelMessages[K]) => void,
 ): () => void {
   const channel = channels[name];
-  const handler = (message: unknown) => listener(message as ChannelMessages[K]);
+  const handler = (message: unknown) => {
+    try {
+      listener(message as ChannelMessages[K]);
+    } catch (error) {
+      process.emitWarning(
+        `A poolwatch "${name}" listener threw: ${error instanceof Error ? error.message : String(error)}`,
+        { code: 'POOLWATCH_LISTENER_ERROR' },
+      );
+    }
+  };
   channel.subscribe(handler);
   return () => {
     channel.unsubscribe(handler);
