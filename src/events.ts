@@ -8,7 +8,11 @@
  * catches a throwing subscriber and reports it on `process.nextTick`, never into the pool.
  *
  * One `HoldMessage` object follows an acquire from its start to the end of the hold it produced:
- * subscribers can key their own state (a span, a context) on it with a WeakMap.
+ * subscribers keep their own state (a span, a context) in its `userData` (a WeakMap keyed on
+ * short-lived messages costs about a microsecond per acquire in V8).
+ *
+ * Ordering: every leak finding is published on `leak` and then, as an alert, on `alert`; findings
+ * that end a hold (returned, collected, reclaimed) are published before that hold's `holdEnd`.
  */
 import diagnostics_channel from 'node:diagnostics_channel';
 import type { LeaseInfo, PoolStats, ServerInfo } from './types';

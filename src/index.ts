@@ -41,3 +41,5 @@ export type {
   ServerInfo,
   StackCapture,
 } from './types';
+export { PoolInstrumentation } from './instrumentation';
+export type { HoldSpanInfo, PoolInstrumentationConfig } from './instrumentation';

@@ -225,6 +225,31 @@ export class Lease<T> {
   }
 }
 
+/** A lease's identity and age at one moment. The stack is formatted only when read. */
+class LeaseSnapshot implements LeaseInfo {
+  readonly #captured: CapturedStack | undefined;
+
+  constructor(
+    readonly id: number,
+    readonly resourceId: number,
+    readonly poolName: string,
+    readonly acquiredAt: number,
+    readonly ageMillis: number,
+    readonly suspected: boolean,
+    captured: CapturedStack | undefined,
+  ) {
+    this.#captured = captured;
+  }
+
+  get stack(): string | undefined {
+    return formatStack(this.#captured);
+  }
+
+  toJSON(): object {
+    return { ...this, stack: this.stack };
+  }
+}
+
 /** What `close()` reports. */
 export interface CloseReport {
   /** Leases still out when the close timeout ran out; their resources were destroyed. */
@@ -1142,16 +1167,17 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
 
   /** @internal */
   _leaseInfo(entry: Entry<T>, holdId: number, now = performance.now()): LeaseInfo {
-    const ageMillis = entry.holdId === holdId ? now - entry.acquiredAt : 0;
-    return {
-      id: holdId,
-      resourceId: entry.id,
-      poolName: this.name,
-      acquiredAt: Date.now() - ageMillis,
+    const current = entry.holdId === holdId;
+    const ageMillis = current ? now - entry.acquiredAt : 0;
+    return new LeaseSnapshot(
+      holdId,
+      entry.id,
+      this.name,
+      Date.now() - ageMillis,
       ageMillis,
-      stack: entry.holdId === holdId ? formatStack(entry.captured) : undefined,
-      suspected: entry.holdId === holdId && entry.suspected,
-    };
+      current && entry.suspected,
+      current ? entry.captured : undefined,
+    );
   }
 
   /** A snapshot of the pool's counters. */

@@ -1,0 +1,2 @@
+export { PoolInstrumentation } from './instrumentation';
+export type { HoldSpanInfo, PoolInstrumentationConfig } from './types';

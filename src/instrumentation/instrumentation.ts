@@ -1,0 +1,567 @@
+import {
+  context,
+  ROOT_CONTEXT,
+  SpanKind,
+  SpanStatusCode,
+  trace,
+  type Attributes,
+  type BatchObservableCallback,
+  type BatchObservableResult,
+  type Context,
+  type Counter,
+  type Histogram,
+  type HrTime,
+  type Meter,
+  type Observable,
+  type ObservableGauge,
+  type ObservableUpDownCounter,
+  type Span,
+} from '@opentelemetry/api';
+import { SeverityNumber } from '@opentelemetry/api-logs';
+import {
+  InstrumentationBase,
+  type InstrumentationModuleDefinition,
+} from '@opentelemetry/instrumentation';
+import {
+  openPools,
+  subscribe,
+  type AlertMessage,
+  type ChannelMessages,
+  type HoldMessage,
+  type LeakMessage,
+  type PoolRef,
+  type ResourceMessage,
+  type TimeoutMessage,
+} from '../events';
+import type { PoolStats } from '../types';
+import {
+  ALERT_EVENT,
+  ATTR_ACQUIRE_WAIT_TIME,
+  ATTR_ALERT_KIND,
+  ATTR_ALERT_THRESHOLD,
+  ATTR_ALERT_VALUE,
+  ATTR_HOLD_OUTCOME,
+  ATTR_LEAK_KIND,
+  ATTR_LEASE_AGE,
+  ATTR_LEASE_ID,
+  ATTR_RESOURCE_ID,
+  LEAK_EVENT,
+  METRIC_LEAKS,
+  METRIC_LEAKS_SUSPECTED,
+  SPAN_ACQUIRE,
+  SPAN_HOLD,
+} from './names';
+import {
+  ATTR_CODE_STACKTRACE,
+  ATTR_DB_CLIENT_CONNECTION_POOL_NAME,
+  ATTR_DB_CLIENT_CONNECTION_STATE,
+  ATTR_DB_NAMESPACE,
+  ATTR_DB_SYSTEM_NAME,
+  ATTR_ERROR_TYPE,
+  ATTR_EXCEPTION_MESSAGE,
+  ATTR_EXCEPTION_TYPE,
+  ATTR_SERVER_ADDRESS,
+  ATTR_SERVER_PORT,
+  DB_CLIENT_CONNECTION_STATE_VALUE_IDLE,
+  DB_CLIENT_CONNECTION_STATE_VALUE_USED,
+  METRIC_DB_CLIENT_CONNECTION_COUNT,
+  METRIC_DB_CLIENT_CONNECTION_CREATE_TIME,
+  METRIC_DB_CLIENT_CONNECTION_IDLE_MAX,
+  METRIC_DB_CLIENT_CONNECTION_IDLE_MIN,
+  METRIC_DB_CLIENT_CONNECTION_MAX,
+  METRIC_DB_CLIENT_CONNECTION_PENDING_REQUESTS,
+  METRIC_DB_CLIENT_CONNECTION_TIMEOUTS,
+  METRIC_DB_CLIENT_CONNECTION_USE_TIME,
+  METRIC_DB_CLIENT_CONNECTION_WAIT_TIME,
+} from './semconv';
+import type { PoolInstrumentationConfig } from './types';
+import { PACKAGE_NAME, PACKAGE_VERSION } from './version';
+
+/** Bucket boundaries for the seconds-valued histograms (the SDK's defaults are millisecond-scale). */
+const SECONDS_BUCKETS = [
+  0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
+];
+
+const SEVERITY = {
+  info: { severityNumber: SeverityNumber.INFO, severityText: 'INFO' },
+  warning: { severityNumber: SeverityNumber.WARN, severityText: 'WARN' },
+  error: { severityNumber: SeverityNumber.ERROR, severityText: 'ERROR' },
+} as const;
+
+/**
+ * What telemetry remembers about one acquire. It rides on the acquire's `HoldMessage` (in its
+ * `userData`, which the pool leaves to subscribers) from `acquireStart` to `holdEnd`, and dies
+ * with it.
+ */
+class HoldState {
+  waitSpan: Span | undefined = undefined;
+  /** `Date.now()` when `acquire()` was called, read only with a wait span. */
+  waitStartedAt = 0;
+  /** Kept after the hold ends: a later finding (collected) still links its log record to it. */
+  holdSpan: Span | undefined = undefined;
+
+  constructor(
+    /** The instrumentation that wrote it: `userData` is shared by every subscriber. */
+    readonly owner: PoolInstrumentation,
+    /** The context active when `acquire()` was called: parent of the spans and alert logs. */
+    readonly parent: Context,
+  ) {}
+}
+
+interface Instruments {
+  readonly count: ObservableUpDownCounter;
+  readonly idleMax: ObservableUpDownCounter;
+  readonly idleMin: ObservableUpDownCounter;
+  readonly max: ObservableUpDownCounter;
+  readonly pendingRequests: ObservableUpDownCounter;
+  readonly leaksSuspected: ObservableGauge;
+  readonly timeouts: Counter;
+  readonly leaks: Counter;
+  readonly createTime: Histogram;
+  readonly waitTime: Histogram;
+  readonly useTime: Histogram;
+}
+
+/** The batch callback registered on a meter, kept so it can be removed from that same meter. */
+interface Observer {
+  readonly meter: Meter;
+  readonly callback: BatchObservableCallback;
+  readonly observables: Observable[];
+}
+
+/**
+ * Turns poolwatch's lifecycle events into spans, metrics and log records.
+ *
+ * The pool knows nothing of OpenTelemetry: it publishes on `diagnostics_channel` (see
+ * `../events.ts`), and this class subscribes in `enable()` and unsubscribes in `disable()`. While
+ * disabled it has no subscribers, so pools skip building messages altogether. Channels are
+ * process-wide, so one instance sees every pool, opened before or after it.
+ *
+ * - Traces: the context active at `acquireStart` (published synchronously inside `acquire()`) is
+ *   remembered on the `HoldMessage`, which follows the acquire to the end of its hold;
+ *   `acquireEnd` starts the hold span under it, `holdEnd` ends it. The state goes in the
+ *   message's `userData` rather than in a WeakMap keyed on it: in V8 a WeakMap over short-lived
+ *   keys costs about 1 µs per acquire (measured; its ephemeron table is walked by every
+ *   scavenge), three times a bare acquire and release. A second subscriber that finds `userData`
+ *   taken falls back to a WeakMap.
+ * - Metrics: pool sizes are read by one batch observable callback, one `stats()` per open pool
+ *   per collection; durations and counts are recorded from events.
+ * - Logs: one record per alert (the `alert` channel only: leak findings are published on both
+ *   `leak` and `alert`, and taking records from one of them keeps them single).
+ *
+ * Hazards: the base constructor calls `_updateMetricInstruments()` and `enable()` before this
+ * class's field initialisers run, so the state they set is `declare`d (no initialiser to reset
+ * it). Telemetry never throws into the pool: every handler is guarded and reports through `diag`
+ * (a raw `diagnostics_channel` subscriber that throws becomes an uncaught exception; `subscribe()`
+ * would at least turn it into a process warning).
+ */
+export class PoolInstrumentation extends InstrumentationBase<PoolInstrumentationConfig> {
+  declare private _instruments: Instruments;
+  declare private _observer: Observer | undefined;
+  /** Set while enabled: the functions that unsubscribe each channel listener. */
+  declare private _unsubscribers: (() => void)[] | undefined;
+  /** Per-acquire state when another subscriber holds `userData` (created on first need). */
+  private _overflow: WeakMap<HoldMessage, HoldState> | undefined;
+
+  constructor(config: PoolInstrumentationConfig = {}) {
+    super(PACKAGE_NAME, PACKAGE_VERSION, config);
+  }
+
+  override setConfig(config: PoolInstrumentationConfig = {}): void {
+    super.setConfig({
+      ...config,
+      holdSpans: config.holdSpans ?? true,
+      waitSpans: config.waitSpans ?? false,
+      requireParentSpan: config.requireParentSpan ?? false,
+      captureStacks: config.captureStacks ?? true,
+    });
+  }
+
+  /** No module patches yet; the pg-pool adapter (issue 4) adds its module definition here. */
+  protected init(): InstrumentationModuleDefinition[] {
+    return [];
+  }
+
+  override enable(): void {
+    super.enable();
+    if (this._unsubscribers !== undefined) return;
+    this._unsubscribers = [
+      this._listen('acquireStart', this._onAcquireStart),
+      this._listen('acquireEnd', this._onAcquireEnd),
+      this._listen('holdEnd', this._onHoldEnd),
+      this._listen('timeout', this._onTimeout),
+      this._listen('create', this._onCreate),
+      this._listen('leak', this._onLeak),
+      this._listen('alert', this._onAlert),
+    ];
+    this._addObserver();
+  }
+
+  override disable(): void {
+    super.disable();
+    if (this._unsubscribers === undefined) return;
+    for (const unsubscribe of this._unsubscribers) unsubscribe();
+    this._unsubscribers = undefined;
+    this._removeObserver();
+  }
+
+  /**
+   * Called by the base class with the current meter: at construction (a no-op meter unless a
+   * global provider was set) and on every `setMeterProvider()`, which may come after pools exist.
+   */
+  protected override _updateMetricInstruments(): void {
+    this._removeObserver();
+    const meter = this.meter;
+    const seconds = (name: string, description: string) =>
+      meter.createHistogram(name, {
+        description,
+        unit: 's',
+        advice: { explicitBucketBoundaries: SECONDS_BUCKETS },
+      });
+    const connections = (name: string, description: string) =>
+      meter.createObservableUpDownCounter(name, { description, unit: '{connection}' });
+    this._instruments = {
+      count: connections(
+        METRIC_DB_CLIENT_CONNECTION_COUNT,
+        'The number of connections that are currently in the state described by the state attribute.',
+      ),
+      idleMax: connections(
+        METRIC_DB_CLIENT_CONNECTION_IDLE_MAX,
+        'The maximum number of idle open connections allowed.',
+      ),
+      idleMin: connections(
+        METRIC_DB_CLIENT_CONNECTION_IDLE_MIN,
+        'The minimum number of idle open connections allowed.',
+      ),
+      max: connections(
+        METRIC_DB_CLIENT_CONNECTION_MAX,
+        'The maximum number of open connections allowed.',
+      ),
+      pendingRequests: meter.createObservableUpDownCounter(
+        METRIC_DB_CLIENT_CONNECTION_PENDING_REQUESTS,
+        {
+          description: 'The number of current pending requests for an open connection.',
+          unit: '{request}',
+        },
+      ),
+      leaksSuspected: meter.createObservableGauge(METRIC_LEAKS_SUSPECTED, {
+        description: 'Leases currently held past the leak detection threshold.',
+        unit: '{lease}',
+      }),
+      timeouts: meter.createCounter(METRIC_DB_CLIENT_CONNECTION_TIMEOUTS, {
+        description:
+          'The number of connection timeouts that have occurred trying to obtain a connection from the pool.',
+        unit: '{timeout}',
+      }),
+      leaks: meter.createCounter(METRIC_LEAKS, {
+        description:
+          'Leak findings, by kind: suspected, collected (dropped unreleased), reclaimed.',
+        unit: '{lease}',
+      }),
+      createTime: seconds(
+        METRIC_DB_CLIENT_CONNECTION_CREATE_TIME,
+        'The time it took to create a new connection.',
+      ),
+      waitTime: seconds(
+        METRIC_DB_CLIENT_CONNECTION_WAIT_TIME,
+        'The time it took to obtain an open connection from the pool.',
+      ),
+      useTime: seconds(
+        METRIC_DB_CLIENT_CONNECTION_USE_TIME,
+        'The time between borrowing a connection and returning it to the pool.',
+      ),
+    };
+    if (this._unsubscribers !== undefined) this._addObserver();
+  }
+
+  private _addObserver(): void {
+    if (this._observer !== undefined) return;
+    const instruments = this._instruments;
+    const callback: BatchObservableCallback = (result) => this._observePools(result, instruments);
+    const observables = [
+      instruments.count,
+      instruments.idleMax,
+      instruments.idleMin,
+      instruments.max,
+      instruments.pendingRequests,
+      instruments.leaksSuspected,
+    ];
+    this.meter.addBatchObservableCallback(callback, observables);
+    this._observer = { meter: this.meter, callback, observables };
+  }
+
+  private _removeObserver(): void {
+    const observer = this._observer;
+    if (observer === undefined) return;
+    observer.meter.removeBatchObservableCallback(observer.callback, observer.observables);
+    this._observer = undefined;
+  }
+
+  /** One `stats()` per open pool per collection feeds every observable instrument. */
+  private _observePools(result: BatchObservableResult, instruments: Instruments): void {
+    for (const pool of openPools) {
+      let stats: PoolStats;
+      try {
+        stats = pool.stats();
+      } catch (error) {
+        // One broken pool must not hide the others.
+        this._diag.error(`stats() of pool "${pool.name}" failed`, error);
+        continue;
+      }
+      const attributes = attributesOf(pool);
+      result.observe(instruments.count, stats.idle, attributes.idle);
+      // What exists and is not idle is unavailable to borrowers: held, or being validated or
+      // reset. Reporting size - idle keeps used + idle equal to the open connections.
+      result.observe(instruments.count, stats.size - stats.idle, attributes.used);
+      // Idle resources may fill the whole pool: there is no separate idle maximum.
+      result.observe(instruments.idleMax, stats.max, attributes.metric);
+      result.observe(instruments.idleMin, stats.min, attributes.metric);
+      result.observe(instruments.max, stats.max, attributes.metric);
+      result.observe(instruments.pendingRequests, stats.pending, attributes.metric);
+      result.observe(instruments.leaksSuspected, stats.suspectedLeaks, attributes.metric);
+    }
+  }
+
+  /** Subscribes a handler, guarded: telemetry must never throw into the pool. */
+  private _listen<K extends keyof ChannelMessages>(
+    name: K,
+    handler: (this: PoolInstrumentation, message: ChannelMessages[K]) => void,
+  ): () => void {
+    return subscribe(name, (message) => {
+      try {
+        handler.call(this, message);
+      } catch (error) {
+        this._diag.error(`failed to handle the ${name} event`, error);
+      }
+    });
+  }
+
+  /** This instrumentation's state for an acquire, if it saw the acquire start. */
+  private _state(hold: HoldMessage): HoldState | undefined {
+    const data = hold.userData;
+    if (data instanceof HoldState && data.owner === this) return data;
+    return this._overflow?.get(hold);
+  }
+
+  /** Whether to trace an acquire made under `parent`. */
+  private _traces(parent: Context): boolean {
+    return !this._config.requireParentSpan || trace.getSpan(parent) !== undefined;
+  }
+
+  private _onAcquireStart(hold: HoldMessage): void {
+    const state = new HoldState(this, context.active());
+    if (this._config.waitSpans && this._traces(state.parent)) {
+      state.waitStartedAt = Date.now();
+      state.waitSpan = this.tracer.startSpan(
+        SPAN_ACQUIRE,
+        {
+          kind: SpanKind.INTERNAL,
+          startTime: hrTimeFromEpochMillis(state.waitStartedAt),
+          attributes: attributesOf(hold.pool).span,
+        },
+        state.parent,
+      );
+    }
+    if (hold.userData === undefined) hold.userData = state;
+    else (this._overflow ??= new WeakMap()).set(hold, state);
+  }
+
+  private _onAcquireEnd(hold: HoldMessage): void {
+    const { lease, error } = hold;
+    const attributes = attributesOf(hold.pool);
+    // Only acquires that got a lease: a failed one's wait is its timeout, counted by `timeouts`.
+    if (lease !== undefined) {
+      this._instruments.waitTime.record(hold.waitMillis / 1000, attributes.metric);
+    }
+
+    // Acquires that began before enable() have no state, hence no spans.
+    const state = this._state(hold);
+    if (state === undefined) return;
+    const waitSpan = state.waitSpan;
+    if (waitSpan !== undefined) {
+      state.waitSpan = undefined;
+      if (lease !== undefined) {
+        waitSpan.setAttributes({ [ATTR_LEASE_ID]: lease.id, [ATTR_RESOURCE_ID]: lease.resourceId });
+      } else if (error !== undefined) {
+        recordAcquireError(waitSpan, error);
+      }
+      waitSpan.end(hrTimeFromEpochMillis(state.waitStartedAt + hold.waitMillis));
+    }
+    if (lease === undefined || !this._config.holdSpans || !this._traces(state.parent)) return;
+    // Not `{ ...span, [key]: value }`: V8 (Node 20) takes a runtime path for computed keys after a
+    // spread that costs about 1 µs per key, several times a whole acquire and release.
+    const spanAttributes: Attributes = Object.assign({}, attributes.span);
+    spanAttributes[ATTR_LEASE_ID] = lease.id;
+    spanAttributes[ATTR_RESOURCE_ID] = lease.resourceId;
+    spanAttributes[ATTR_ACQUIRE_WAIT_TIME] = hold.waitMillis / 1000;
+    const holdSpan = this.tracer.startSpan(
+      SPAN_HOLD,
+      {
+        kind: SpanKind.INTERNAL,
+        startTime: hrTimeFromEpochMillis(lease.acquiredAt),
+        attributes: spanAttributes,
+      },
+      state.parent,
+    );
+    state.holdSpan = holdSpan;
+    this._runSpanCustomizationHook(this._config.holdHook, 'hold', holdSpan, {
+      pool: hold.pool,
+      lease,
+    });
+  }
+
+  private _onHoldEnd(hold: HoldMessage): void {
+    this._instruments.useTime.record(hold.holdMillis / 1000, attributesOf(hold.pool).metric);
+    const span = this._state(hold)?.holdSpan;
+    if (span === undefined || hold.lease === undefined) return;
+    const outcome = hold.outcome ?? 'released';
+    span.setAttribute(ATTR_HOLD_OUTCOME, outcome);
+    if (outcome === 'collected' || outcome === 'reclaimed') {
+      span.setStatus({ code: SpanStatusCode.ERROR, message: `lease ${outcome}` });
+    }
+    // The pool's monotonic hold time, not the wall clock, sets the duration.
+    span.end(hrTimeFromEpochMillis(hold.lease.acquiredAt + hold.holdMillis));
+  }
+
+  private _onTimeout(message: TimeoutMessage): void {
+    this._instruments.timeouts.add(1, attributesOf(message.pool).metric);
+  }
+
+  private _onCreate(message: ResourceMessage): void {
+    // Successful creates only, as the convention's "time it took to create a new connection".
+    if (message.error !== undefined) return;
+    this._instruments.createTime.record(
+      message.durationMillis / 1000,
+      attributesOf(message.pool).metric,
+    );
+  }
+
+  private _onLeak(message: LeakMessage): void {
+    const { kind, lease } = message;
+    // `returned` is the late end of a suspected leak, already counted.
+    if (kind !== 'returned') {
+      const attributes = Object.assign({}, attributesOf(message.pool).metric);
+      attributes[ATTR_LEAK_KIND] = kind;
+      this._instruments.leaks.add(1, attributes);
+    }
+    const span = message.hold && this._state(message.hold)?.holdSpan;
+    if (span === undefined || !span.isRecording()) return;
+    const attributes: Attributes = { [ATTR_LEASE_AGE]: message.ageMillis / 1000 };
+    const stack = message.stack ?? lease.stack;
+    if (this._config.captureStacks && stack !== undefined) attributes[ATTR_CODE_STACKTRACE] = stack;
+    span.addEvent(
+      LEAK_EVENT[kind],
+      attributes,
+      hrTimeFromEpochMillis(lease.acquiredAt + message.ageMillis),
+    );
+    if (kind === 'collected' || kind === 'reclaimed') {
+      span.setStatus({ code: SpanStatusCode.ERROR, message: `lease ${kind}` });
+    }
+  }
+
+  private _onAlert({ alert, hold }: AlertMessage): void {
+    const attributes: Attributes = {
+      [ATTR_DB_CLIENT_CONNECTION_POOL_NAME]: alert.pool,
+      [ATTR_ALERT_KIND]: alert.kind,
+    };
+    if (alert.leakKind !== undefined) attributes[ATTR_LEAK_KIND] = alert.leakKind;
+    if (alert.lease !== undefined) attributes[ATTR_LEASE_ID] = alert.lease.id;
+    if (alert.ageMillis !== undefined) attributes[ATTR_LEASE_AGE] = alert.ageMillis / 1000;
+    if (alert.value !== undefined) attributes[ATTR_ALERT_VALUE] = alert.value;
+    if (alert.threshold !== undefined) attributes[ATTR_ALERT_THRESHOLD] = alert.threshold;
+    if (this._config.captureStacks && alert.stack !== undefined) {
+      attributes[ATTR_CODE_STACKTRACE] = alert.stack;
+    }
+    // Link the record to the hold span (or, without one, to the acquiring caller's span). Pool-wide
+    // alerts are raised from timers whose context says nothing about them: no parent.
+    const state = hold && this._state(hold);
+    let parent = ROOT_CONTEXT;
+    if (state !== undefined) {
+      parent = state.holdSpan ? trace.setSpan(state.parent, state.holdSpan) : state.parent;
+    }
+    this.logger.emit({
+      eventName:
+        alert.leakKind !== undefined ? LEAK_EVENT[alert.leakKind] : ALERT_EVENT[alert.kind],
+      ...(SEVERITY[alert.severity] ?? SEVERITY.warning),
+      body: alert.message,
+      attributes,
+      timestamp: hrTimeFromEpochMillis(alert.timestamp),
+      context: parent,
+    });
+  }
+}
+
+/** Attribute sets of one pool, built once: a pool's name and server never change. */
+interface PoolAttributes {
+  /** Every metric's: the pool name. */
+  readonly metric: Attributes;
+  readonly idle: Attributes;
+  readonly used: Attributes;
+  /** Spans': the pool name and where its resources connect. */
+  readonly span: Attributes;
+}
+
+const poolAttributes = new WeakMap<PoolRef, PoolAttributes>();
+
+function attributesOf(pool: PoolRef): PoolAttributes {
+  let attributes = poolAttributes.get(pool);
+  if (attributes === undefined) {
+    const metric = { [ATTR_DB_CLIENT_CONNECTION_POOL_NAME]: pool.name };
+    const span: Attributes = { ...metric };
+    const server = pool.server;
+    if (server?.system !== undefined) span[ATTR_DB_SYSTEM_NAME] = server.system;
+    if (server?.address !== undefined) {
+      span[ATTR_SERVER_ADDRESS] = withoutCredentials(server.address);
+    }
+    if (server?.port !== undefined) span[ATTR_SERVER_PORT] = server.port;
+    if (server?.namespace !== undefined) span[ATTR_DB_NAMESPACE] = server.namespace;
+    attributes = {
+      metric,
+      idle: { ...metric, [ATTR_DB_CLIENT_CONNECTION_STATE]: DB_CLIENT_CONNECTION_STATE_VALUE_IDLE },
+      used: { ...metric, [ATTR_DB_CLIENT_CONNECTION_STATE]: DB_CLIENT_CONNECTION_STATE_VALUE_USED },
+      span,
+    };
+    poolAttributes.set(pool, attributes);
+  }
+  return attributes;
+}
+
+/**
+ * `ServerInfo.address` is a host by contract; should a `user:password@host` slip in anyway, only
+ * the host is kept.
+ */
+function withoutCredentials(address: string): string {
+  return address.slice(address.lastIndexOf('@') + 1);
+}
+
+/**
+ * Records a failed acquire the way `recordException` would, minus the stack, and with a message
+ * only when it is poolwatch's own: a driver's message may carry user names, hosts or SQL, and a
+ * poolwatch error with a `cause` may quote it (`POOL_CREATE_FAILED` does, and so does a timeout
+ * after a failed create). Of those, only the class and code are kept.
+ */
+function recordAcquireError(span: Span, error: Error): void {
+  const code = (error as { code?: unknown }).code;
+  const ownCode = typeof code === 'string' && code.startsWith('POOL_') ? code : undefined;
+  const message = ownCode !== undefined && error.cause === undefined ? error.message : undefined;
+  const attributes: Attributes = { [ATTR_EXCEPTION_TYPE]: error.name };
+  if (message !== undefined) attributes[ATTR_EXCEPTION_MESSAGE] = message;
+  span.addEvent('exception', attributes);
+  span.setAttribute(ATTR_ERROR_TYPE, ownCode ?? error.name);
+  span.setStatus({ code: SpanStatusCode.ERROR, message: message ?? ownCode ?? error.name });
+}
+
+/**
+ * Epoch milliseconds (fractions allowed) as HrTime. A plain number would do for real clocks, but
+ * the SDK reads a number smaller than `performance.now()` as a performance timestamp, which a
+ * faked `Date.now()` near 0 is.
+ */
+function hrTimeFromEpochMillis(millis: number): HrTime {
+  let seconds = Math.floor(millis / 1000);
+  let nanos = Math.round((millis - seconds * 1000) * 1e6);
+  if (nanos >= 1e9) {
+    seconds += 1;
+    nanos -= 1e9;
+  }
+  return [seconds, nanos];
+}

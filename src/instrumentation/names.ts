@@ -1,0 +1,60 @@
+/**
+ * poolwatch's own telemetry names: everything the semantic conventions do not define. All live
+ * under the `poolwatch.` prefix, never under `db.client.connection.` (which belongs to the spec).
+ * TELEMETRY.md documents each one; change both together.
+ */
+import type { AlertKind, LeakKind } from '../events';
+
+// --- Spans -----------------------------------------------------------------------------------------
+
+/** One span per hold: from the moment a lease is handed out to its release (or other end). */
+export const SPAN_HOLD = 'poolwatch.hold';
+/** Optional (`waitSpans`): the wait inside `acquire()`, from the call to the lease or the error. */
+export const SPAN_ACQUIRE = 'poolwatch.acquire';
+
+// --- Attributes ------------------------------------------------------------------------------------
+
+/** int: the lease's id, unique per hold within the process. */
+export const ATTR_LEASE_ID = 'poolwatch.lease.id';
+/** int: the underlying resource's id, stable across holds. */
+export const ATTR_RESOURCE_ID = 'poolwatch.resource.id';
+/** double, seconds: how long `acquire()` waited for this lease. */
+export const ATTR_ACQUIRE_WAIT_TIME = 'poolwatch.acquire.wait_time';
+/** string: how the hold ended (`released`, `destroyed`, `reclaimed`, `collected`, `closed`). */
+export const ATTR_HOLD_OUTCOME = 'poolwatch.hold.outcome';
+/** double, seconds: age of the lease when a finding or alert was made. */
+export const ATTR_LEASE_AGE = 'poolwatch.lease.age';
+/** string: `suspected`, `returned`, `collected`, `reclaimed`. */
+export const ATTR_LEAK_KIND = 'poolwatch.leak.kind';
+/** string: the alert's kind (`leak`, `leak-count`, `hold-age`, `exhausted`). */
+export const ATTR_ALERT_KIND = 'poolwatch.alert.kind';
+/** double: the measured value behind a threshold alert. */
+export const ATTR_ALERT_VALUE = 'poolwatch.alert.value';
+/** double: the threshold it crossed. */
+export const ATTR_ALERT_THRESHOLD = 'poolwatch.alert.threshold';
+
+// --- Metrics ---------------------------------------------------------------------------------------
+
+/** Observable gauge, `{lease}`: leases currently held past the leak threshold. */
+export const METRIC_LEAKS_SUSPECTED = 'poolwatch.leaks.suspected';
+/** Counter, `{lease}`: leak findings, by `poolwatch.leak.kind` (`suspected`, `collected`, `reclaimed`). */
+export const METRIC_LEAKS = 'poolwatch.leaks';
+
+// --- Span events and log record event names ------------------------------------------------------
+
+/** Leak findings: span events on the hold span, and the `eventName` of their log records. */
+export const LEAK_EVENT = {
+  suspected: 'poolwatch.leak.suspected',
+  returned: 'poolwatch.leak.returned',
+  collected: 'poolwatch.leak.collected',
+  reclaimed: 'poolwatch.leak.reclaimed',
+} as const satisfies Record<LeakKind, string>;
+
+/** `eventName` of the log records of threshold alerts (leak findings use `LEAK_EVENT`). */
+export const ALERT_EVENT = {
+  'leak-count': 'poolwatch.alert.leak_count',
+  'hold-age': 'poolwatch.alert.hold_age',
+  exhausted: 'poolwatch.alert.exhausted',
+  /** A leak alert without its `leakKind` (the pool always sets it). */
+  leak: 'poolwatch.alert.leak',
+} as const satisfies Record<AlertKind, string>;

@@ -1,0 +1,134 @@
+import assert from 'node:assert/strict';
+import { execFile, execFileSync } from 'node:child_process';
+import { readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+
+const ROOT = join(__dirname, '..', '..');
+const BUILT = join(ROOT, 'dist', 'esm', 'index.mjs');
+
+/** Newest modification time of the TypeScript sources. */
+function newestSource(dir = join(ROOT, 'src')): number {
+  let newest = 0;
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    const mtime = entry.isDirectory() ? newestSource(path) : statSync(path).mtimeMs;
+    newest = Math.max(newest, mtime);
+  }
+  return newest;
+}
+
+function builtAt(): number {
+  try {
+    return statSync(BUILT).mtimeMs;
+  } catch {
+    return 0;
+  }
+}
+
+interface Output {
+  sameAsRequire: boolean;
+  parentSpanId: string;
+  spans: {
+    name: string;
+    spanId: string;
+    scope: string;
+    parentSpanId?: string;
+    attributes: Record<string, unknown>;
+    events: string[];
+  }[];
+  metrics: Record<
+    string,
+    { scope: string; unit: string; points: { attributes: object; value: unknown }[] }
+  >;
+  logs: { eventName: string; severityText: string; spanId?: string }[];
+}
+
+describe('PoolInstrumentation: an ES-module application (child process, built package)', () => {
+  let output: Output;
+
+  before(async function () {
+    this.timeout(120_000);
+    // `npm test` builds first; a lone `mocha` run rebuilds only when the sources are newer.
+    if (builtAt() < newestSource()) {
+      try {
+        execFileSync('npm', ['run', 'build'], { cwd: ROOT, encoding: 'utf8', stdio: 'pipe' });
+      } catch (error) {
+        const { stdout = '', stderr = '' } = error as { stdout?: string; stderr?: string };
+        throw new Error(`npm run build failed:\n${stdout}${stderr}`);
+      }
+    }
+    const { stdout } = await promisify(execFile)(
+      process.execPath,
+      ['--import', './test/fixtures/esm-register.mjs', 'test/fixtures/esm-app.mjs'],
+      // NODE_OPTIONS emptied: the child must not inherit tsx from the test runner.
+      { cwd: ROOT, env: { ...process.env, NODE_OPTIONS: '' }, timeout: 60_000 },
+    );
+    output = JSON.parse(stdout) as Output;
+  });
+
+  it('loads one implementation for import and require', () => {
+    assert.equal(output.sameAsRequire, true);
+  });
+
+  it('records the hold span under the application span, with leak events', () => {
+    const holds = output.spans.filter((s) => s.name === 'poolwatch.hold');
+    assert.equal(holds.length, 1);
+    const [hold] = holds;
+    assert.equal(hold!.scope, 'poolwatch');
+    assert.equal(hold!.parentSpanId, output.parentSpanId);
+    assert.equal(hold!.attributes['db.client.connection.pool.name'], 'esm');
+    assert.equal(hold!.attributes['poolwatch.hold.outcome'], 'released');
+    assert.deepEqual(hold!.events, ['poolwatch.leak.suspected', 'poolwatch.leak.returned']);
+  });
+
+  it('reports the pool metrics', () => {
+    assert.deepEqual(Object.keys(output.metrics).sort(), [
+      'db.client.connection.count',
+      'db.client.connection.create_time',
+      'db.client.connection.idle.max',
+      'db.client.connection.idle.min',
+      'db.client.connection.max',
+      'db.client.connection.pending_requests',
+      'db.client.connection.use_time',
+      'db.client.connection.wait_time',
+      'poolwatch.leaks',
+      'poolwatch.leaks.suspected',
+    ]);
+    assert.deepEqual(output.metrics['db.client.connection.count']!.points, [
+      {
+        attributes: {
+          'db.client.connection.pool.name': 'esm',
+          'db.client.connection.state': 'idle',
+        },
+        value: 1,
+      },
+      {
+        attributes: {
+          'db.client.connection.pool.name': 'esm',
+          'db.client.connection.state': 'used',
+        },
+        value: 0,
+      },
+    ]);
+    assert.equal(output.metrics['db.client.connection.use_time']!.unit, 's');
+    assert.deepEqual(output.metrics['poolwatch.leaks']!.points, [
+      {
+        attributes: { 'db.client.connection.pool.name': 'esm', 'poolwatch.leak.kind': 'suspected' },
+        value: 1,
+      },
+    ]);
+  });
+
+  it('logs the leak findings, linked to the hold span', () => {
+    const hold = output.spans.find((s) => s.name === 'poolwatch.hold')!;
+    assert.deepEqual(
+      output.logs.map((l) => [l.eventName, l.severityText]),
+      [
+        ['poolwatch.leak.suspected', 'WARN'],
+        ['poolwatch.leak.returned', 'INFO'],
+      ],
+    );
+    assert.ok(output.logs.every((l) => l.spanId === hold.spanId));
+  });
+});
