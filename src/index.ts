@@ -43,3 +43,22 @@ export type {
 } from './types';
 export { PoolInstrumentation } from './instrumentation';
 export type { HoldSpanInfo, PoolInstrumentationConfig } from './instrumentation';
+export {
+  pgFactory,
+  createPgPool,
+  pgServerInfo,
+  PgPool,
+  PgPoolClient,
+  mysqlFactory,
+  createMysqlPool,
+  mysqlServerInfo,
+} from './drivers';
+export type {
+  PgFactoryOptions,
+  PgPoolConfig,
+  PgPoolwatchOptions,
+  PgClientEvent,
+  PgClientListener,
+  PgNotice,
+  MysqlFactoryOptions,
+} from './drivers';

@@ -204,10 +204,10 @@ export function resolveOptions<T>(options: PoolOptions<T>): ResolvedOptions<T> {
     typeof factory.destroy !== 'function'
   ) {
     throw new InvalidOptionError(
-      'Option "factory" must be an object with create() and destroy() functions (validate() and reset() are optional).',
+      'Option "factory" must be an object with create() and destroy() functions (validate(), reset() and isReusable() are optional).',
     );
   }
-  for (const fn of ['validate', 'reset'] as const) {
+  for (const fn of ['validate', 'reset', 'isReusable'] as const) {
     if (factory[fn] !== undefined && typeof factory[fn] !== 'function') {
       throw new InvalidOptionError(`Option "factory.${fn}" must be a function when given.`);
     }

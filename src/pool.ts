@@ -53,6 +53,8 @@ class Entry<T> {
   /** Retirement time; a held entry past it is destroyed on release. */
   readonly expiresAt: number;
   broken = false;
+  /** Why it broke, for the destroy event. */
+  brokenError: Error | undefined = undefined;
   // The current hold; holdId is 0 when not held.
   holdId = 0;
   acquiredAt = 0;
@@ -296,6 +298,8 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
   /** Waiters taken out of the queue while a resource is validated for them. */
   #binding = 0;
   #creating = 0;
+  /** Released resources being reset; each becomes available (or is destroyed) soon. */
+  #resetting = 0;
   readonly #inFlight = new Set<Promise<unknown>>();
 
   #closed = false;
@@ -587,7 +591,8 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
       if (this.#needsValidation(entry, now)) this.#validateFor(entry, waiter);
       else this.#serve(entry, waiter, now);
     }
-    let wanted = this.#queued - this.#creating;
+    // Resources being created or reset will serve waiters soon: only the rest need a create.
+    let wanted = this.#queued - this.#creating - this.#resetting;
     while (wanted-- > 0 && this.#entries.size + this.#creating < this.#o.max) this.#create(true);
   }
 
@@ -674,10 +679,14 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
     const entry = this.#check(lease, 'release');
     const now = performance.now();
     this.#endHold(entry, now, 'released');
+    const factory = this.#o.factory;
+    if (!entry.broken && factory.isReusable !== undefined && !isReusable(factory, entry.resource)) {
+      entry.broken = true;
+    }
     if (entry.broken || now >= entry.expiresAt) {
       this.#destroy(entry, entry.broken ? 'broken' : 'lifetime');
       this.#dispense();
-    } else if (this.#o.factory.reset !== undefined) {
+    } else if (factory.reset !== undefined) {
       this.#reset(entry);
     } else {
       this.#makeAvailable(entry, now);
@@ -770,10 +779,12 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
 
   #reset(entry: Entry<T>): void {
     entry.state = State.Resetting;
+    this.#resetting++;
     const factory = this.#o.factory;
     this.#track(
       Promise.resolve()
         .then(() => factory.reset!(entry.resource))
+        .finally(() => this.#resetting--)
         .then(
           () => {
             if (entry.state !== State.Resetting) return;
@@ -800,8 +811,8 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
     let entry: Entry<T> | undefined;
     let brokenEarly = false;
     const context = {
-      markBroken: () => {
-        if (entry !== undefined) this.#markBroken(entry);
+      markBroken: (error?: Error) => {
+        if (entry !== undefined) this.#markBroken(entry, error);
         else brokenEarly = true;
       },
     };
@@ -839,8 +850,10 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
     );
   }
 
-  #markBroken(entry: Entry<T>): void {
+  #markBroken(entry: Entry<T>, error: Error | undefined): void {
+    if (entry.broken) return;
     entry.broken = true;
+    entry.brokenError = error;
     if (entry.state === State.Idle) {
       this.#idle.splice(this.#idle.indexOf(entry), 1);
       this.#destroy(entry, 'broken');
@@ -850,7 +863,7 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
   }
 
   /** Removes an entry from the pool and destroys its resource in the background. */
-  #destroy(entry: Entry<T>, reason: DestroyReason, error?: Error): void {
+  #destroy(entry: Entry<T>, reason: DestroyReason, error = entry.brokenError): void {
     if (entry.state === State.Destroyed) return;
     entry.state = State.Destroyed;
     this.#entries.delete(entry);
@@ -1283,6 +1296,15 @@ function describeValue(value: unknown): string {
   if (value === null || value === undefined) return String(value);
   if (typeof value === 'object') return `an object of class ${value.constructor?.name ?? 'Object'}`;
   return typeof value;
+}
+
+/** A throwing `isReusable` means "not reusable". */
+function isReusable<T>(factory: { isReusable?(resource: T): boolean }, resource: T): boolean {
+  try {
+    return factory.isReusable!(resource) === true;
+  } catch {
+    return false;
+  }
 }
 
 function asError(value: unknown): Error {

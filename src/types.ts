@@ -30,6 +30,11 @@ export interface ResourceFactory<T> {
   validate?(resource: T): Promise<boolean> | boolean;
   /** Cleans session state before the resource is reused. A throw destroys the resource. */
   reset?(resource: T): Promise<void> | void;
+  /**
+   * Called synchronously on release: `false` destroys the resource instead of reusing it (a
+   * connection released inside a transaction, or one whose last query hit a fatal error).
+   */
+  isReusable?(resource: T): boolean;
   /** Where the resources connect, for telemetry. */
   readonly server?: ServerInfo;
 }

@@ -10,6 +10,8 @@ import {
   Pool,
   PoolClosedError,
   SelfDeadlockError,
+  subscribe,
+  type ChannelMessages,
   type PoolOptions,
 } from '../src';
 import { FakeFactory, plainFactory, type FakeResource } from './support/fake-factory';
@@ -405,6 +407,60 @@ describe('Pool', () => {
       b.release();
       await clock.tickAsync(0);
       assert.equal(factory.made[0]!.destroyed, true);
+    });
+  });
+
+  describe('reuse decisions', () => {
+    it('isReusable() false destroys the resource on release instead of reusing it', async () => {
+      const factory = plainFactory() as FakeFactory & { isReusable?: (r: FakeResource) => boolean };
+      factory.isReusable = (r) => r.id !== 1;
+      const p = pool(factory, { max: 2 });
+      const a = await p.acquire();
+      const b = await p.acquire();
+      a.release();
+      b.release();
+      await clock.tickAsync(0);
+      assert.equal(factory.made[0]!.destroyed, true);
+      assert.equal(factory.made[1]!.destroyed, false);
+      assert.deepEqual([p.stats().size, p.stats().idle], [1, 1]);
+    });
+
+    it('does not create a new resource for a waiter while a released one is being reset', async () => {
+      const factory = plainFactory();
+      let finishReset!: () => void;
+      factory.reset = () => new Promise<void>((resolve) => (finishReset = resolve));
+      const p = pool(factory, { max: 3, detectSelfDeadlock: false });
+      const lease = await p.acquire();
+      lease.release();
+      const waiting = settle(p.acquire());
+      await clock.tickAsync(0);
+      assert.equal(p.stats().creating, 0, 'the resetting resource will serve the waiter');
+      finishReset();
+      await clock.tickAsync(0);
+      assert.equal(waiting.value!.resource.id, 1);
+      assert.equal(factory.made.length, 1);
+      waiting.value!.release();
+      await clock.tickAsync(0);
+      finishReset();
+    });
+
+    it('reports why a broken resource was destroyed', async () => {
+      const destroyed: ChannelMessages['destroy'][] = [];
+      const unsubscribe = subscribe('destroy', (m) => destroyed.push(m));
+      try {
+        const factory = plainFactory();
+        const p = pool(factory);
+        (await p.acquire()).release();
+        const cause = new Error('terminating connection due to administrator command');
+        factory.made[0]!.context.markBroken(cause);
+        await clock.tickAsync(0);
+        assert.deepEqual(
+          destroyed.map((m) => [m.reason, m.error]),
+          [['broken', cause]],
+        );
+      } finally {
+        unsubscribe();
+      }
     });
   });
 

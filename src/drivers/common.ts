@@ -1,0 +1,91 @@
+/**
+ * Small pieces shared by the driver adapters: strict option checks (the same rules as the pool's
+ * own options) and bounded waits for driver calls that can otherwise wait forever.
+ */
+import { InvalidOptionError } from '../errors';
+
+/** Throws `InvalidOptionError` for a key of `options` not in `known`. */
+export function rejectUnknownKeys(options: object, known: readonly string[], where: string): void {
+  for (const key of Object.keys(options)) {
+    if (!known.includes(key)) {
+      throw new InvalidOptionError(
+        `Unknown ${where} option "${key}". Known options: ${known.join(', ')}.`,
+      );
+    }
+  }
+}
+
+/** A duration option: a finite number >= 0 (or > 0 with `positive`), else the fallback. */
+export function millisOption(
+  where: string,
+  name: string,
+  value: unknown,
+  fallback: number,
+  positive = false,
+): number {
+  if (value === undefined) return fallback;
+  if (
+    typeof value !== 'number' ||
+    !Number.isFinite(value) ||
+    value < 0 ||
+    (positive && value === 0)
+  ) {
+    throw new InvalidOptionError(
+      `${where} option "${name}" must be a duration in milliseconds ${positive ? '> 0' : '>= 0'}, got ${describe(value)}.`,
+    );
+  }
+  return value;
+}
+
+/** A function option, or undefined. */
+export function functionOption<F>(
+  where: string,
+  name: string,
+  value: F | undefined,
+): F | undefined {
+  if (value !== undefined && typeof value !== 'function') {
+    throw new InvalidOptionError(
+      `${where} option "${name}" must be a function, got ${describe(value)}.`,
+    );
+  }
+  return value;
+}
+
+/** A SQL text option: a non-empty string, `false` where allowed, or undefined. */
+export function sqlOption<D extends string | false | undefined>(
+  where: string,
+  name: string,
+  value: unknown,
+  fallback: D,
+  allowFalse: boolean,
+): string | D {
+  if (value === undefined) return fallback;
+  if ((typeof value === 'string' && value.trim() !== '') || (allowFalse && value === false)) {
+    return value as string | D;
+  }
+  throw new InvalidOptionError(
+    `${where} option "${name}" must be a non-empty SQL string${allowFalse ? ' or false' : ''}, got ${describe(value)}.`,
+  );
+}
+
+function describe(value: unknown): string {
+  return typeof value === 'string' ? JSON.stringify(value) : String(value);
+}
+
+/**
+ * Resolves with `promise`'s outcome, or with `onTimeout()` once `ms` have passed. The timer is
+ * unref'd: a bounded wait never keeps the process alive on its own.
+ */
+export function bounded<T, U>(promise: Promise<T>, ms: number, onTimeout: () => U): Promise<T | U> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<U>((resolve) => {
+    timer = setTimeout(() => resolve(onTimeout()), ms);
+    timer.unref();
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** `value` as an Error (drivers sometimes reject with other things). */
+export function asError(value: unknown): Error {
+  return value instanceof Error ? value : new Error(String(value));
+}
