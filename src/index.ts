@@ -42,7 +42,12 @@ export type {
   StackCapture,
 } from './types';
 export { PoolInstrumentation } from './instrumentation';
-export type { HoldSpanInfo, PoolInstrumentationConfig } from './instrumentation';
+export type {
+  HoldSpanInfo,
+  PgPoolInstrumentationOptions,
+  PgPoolNameInfo,
+  PoolInstrumentationConfig,
+} from './instrumentation';
 export {
   pgFactory,
   createPgPool,

@@ -17,7 +17,8 @@ import {
   type LeakKind,
   type PoolRef,
 } from './events';
-import { AUTO_STACK_INTERVAL_MILLIS, resolveOptions, type ResolvedOptions } from './options';
+import { LeaseSnapshot, StackSampler, startHold } from './observe';
+import { resolveOptions, type ResolvedOptions } from './options';
 import { captureStack, formatStack, type CapturedStack } from './stack';
 import type { AcquireOptions, LeaseInfo, PoolOptions, PoolStats, ServerInfo } from './types';
 
@@ -227,31 +228,6 @@ export class Lease<T> {
   }
 }
 
-/** A lease's identity and age at one moment. The stack is formatted only when read. */
-class LeaseSnapshot implements LeaseInfo {
-  readonly #captured: CapturedStack | undefined;
-
-  constructor(
-    readonly id: number,
-    readonly resourceId: number,
-    readonly poolName: string,
-    readonly acquiredAt: number,
-    readonly ageMillis: number,
-    readonly suspected: boolean,
-    captured: CapturedStack | undefined,
-  ) {
-    this.#captured = captured;
-  }
-
-  get stack(): string | undefined {
-    return formatStack(this.#captured);
-  }
-
-  toJSON(): object {
-    return { ...this, stack: this.stack };
-  }
-}
-
 /** What `close()` reports. */
 export interface CloseReport {
   /** Leases still out when the close timeout ran out; their resources were destroyed. */
@@ -327,9 +303,7 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
   #exhaustedAlerted = false;
 
   /** Under pressure, `captureStacks: 'auto'` captures every acquire. */
-  #underPressure = false;
-  #stackCountdown = 0;
-  #lastStackAt = -Infinity;
+  readonly #stacks: StackSampler;
   /** The clock as last read by an acquire or the housekeeping tick (see release()). */
   #recentNow = performance.now();
   readonly #registry: FinalizationRegistry<Entry<T>> | undefined;
@@ -339,6 +313,7 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
     const { factory } = this.#o;
     this.server = factory.server;
     this.name = this.#o.name ?? defaultName(factory.server);
+    this.#stacks = new StackSampler(this.#o.stackEvery);
     if (this.#o.detectCollectedLeaks) {
       this.#registry = new FinalizationRegistry((entry) => this.#collected(entry));
     }
@@ -360,14 +335,14 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
   acquire(options?: AcquireOptions): Promise<Lease<T>> {
     const startTime = performance.now();
     this.#recentNow = startTime;
-    const message = this.#observe(startTime);
+    const message = startHold(this, startTime);
     if (this.#closed) {
       return this.#fail(
         message,
         new PoolClosedError(this.name, 'acquire() was called after close()'),
       );
     }
-    const captured = this.#shouldCapture(startTime) ? captureStack(this.acquire) : undefined;
+    const captured = this.#stacks.shouldCapture(startTime) ? captureStack(this.acquire) : undefined;
 
     // Fast path: an idle resource that needs no validation, and nobody ahead in the queue.
     if (this.#queued === 0) {
@@ -467,7 +442,7 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
     this.#unlisten(waiter);
     if (error instanceof AcquireTimeoutError) {
       this.#timeouts++;
-      this.#underPressure = true;
+      this.#stacks.underPressure = true;
       if (channels.timeout.hasSubscribers) {
         channels.timeout.publish({
           pool: this,
@@ -498,46 +473,6 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
     message.error = error;
     message.waitMillis = performance.now() - startTime;
     channels.acquireEnd.publish(message);
-  }
-
-  /** A message follows the acquire when someone listens (and costs nothing otherwise). */
-  #observe(startTime: number): HoldMessage | undefined {
-    if (!(channels.acquireStart.hasSubscribers || channels.acquireEnd.hasSubscribers))
-      return undefined;
-    const message: HoldMessage = {
-      pool: this,
-      startTime,
-      waitMillis: 0,
-      lease: undefined,
-      error: undefined,
-      holdMillis: 0,
-      outcome: undefined,
-      userData: undefined,
-    };
-    channels.acquireStart.publish(message);
-    return message;
-  }
-
-  /**
-   * 'auto' is rate-limited rather than one-in-N: at most one stack per
-   * AUTO_STACK_INTERVAL_MILLIS while relaxed, so a quiet pool records nearly every acquire and a
-   * busy one pays a bounded cost (a capture costs microseconds); under pressure, every acquire.
-   */
-  #shouldCapture(now: number): boolean {
-    const every = this.#o.stackEvery;
-    if (every === 1) return true;
-    if (every === 0) return false;
-    if (every < 0) {
-      if (!this.#underPressure && now - this.#lastStackAt < AUTO_STACK_INTERVAL_MILLIS)
-        return false;
-      this.#lastStackAt = now;
-      return true;
-    }
-    if (--this.#stackCountdown <= 0) {
-      this.#stackCountdown = every;
-      return true;
-    }
-    return false;
   }
 
   #selfDeadlockError(held: HoldFrame): SelfDeadlockError {
@@ -1025,8 +960,8 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
       pressure = true;
     }
     // A timeout since the last tick keeps the pressure on for one more tick.
-    this.#underPressure =
-      pressure || (this.#underPressure && this.#timeouts !== this.#timeoutsAtTick);
+    this.#stacks.underPressure =
+      pressure || (this.#stacks.underPressure && this.#timeouts !== this.#timeoutsAtTick);
     this.#timeoutsAtTick = this.#timeouts;
     this.#refill();
     this.#dispense();

@@ -35,8 +35,14 @@ export function formatStack(captured: CapturedStack | undefined): string | undef
   return text;
 }
 
+/** pg-pool's frames (`pool.query()` calls `connect()`) are pool internals when it is watched. */
+const PG_POOL_FRAME = /[\\/]node_modules[\\/]pg-pool[\\/]/;
+
 function isOwnFrame(line: string): boolean {
   return (
-    line.includes(OWN_DIR) || line.includes('(node:internal') || line.includes('at node:internal')
+    line.includes(OWN_DIR) ||
+    line.includes('(node:internal') ||
+    line.includes('at node:internal') ||
+    PG_POOL_FRAME.test(line)
   );
 }

@@ -1,2 +1,7 @@
 export { PoolInstrumentation } from './instrumentation';
-export type { HoldSpanInfo, PoolInstrumentationConfig } from './types';
+export type {
+  HoldSpanInfo,
+  PgPoolInstrumentationOptions,
+  PgPoolNameInfo,
+  PoolInstrumentationConfig,
+} from './types';

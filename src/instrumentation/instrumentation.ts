@@ -20,6 +20,7 @@ import {
 import { SeverityNumber } from '@opentelemetry/api-logs';
 import {
   InstrumentationBase,
+  InstrumentationNodeModuleDefinition,
   type InstrumentationModuleDefinition,
 } from '@opentelemetry/instrumentation';
 import {
@@ -74,6 +75,8 @@ import {
   METRIC_DB_CLIENT_CONNECTION_USE_TIME,
   METRIC_DB_CLIENT_CONNECTION_WAIT_TIME,
 } from './semconv';
+import { PG_POOL_VERSIONS, PgPoolPatcher, resolvePgPoolOptions } from './pg-pool';
+import type { ResolvedPgPoolOptions } from './pg-pool-watch';
 import type { PoolInstrumentationConfig } from './types';
 import { PACKAGE_NAME, PACKAGE_VERSION } from './version';
 
@@ -148,6 +151,9 @@ interface Observer {
  *   per collection; durations and counts are recorded from events.
  * - Logs: one record per alert (the `alert` channel only: leak findings are published on both
  *   `leak` and `alert`, and taking records from one of them keeps them single).
+ * - The application's own `pg.Pool` pools (`pgPool` option): `pg-pool` is patched so that each
+ *   pool publishes the same events through an adapter (`./pg-pool.ts`); everything above then
+ *   applies to them unchanged.
  *
  * Hazards: the base constructor calls `_updateMetricInstruments()` and `enable()` before this
  * class's field initialisers run, so the state they set is `declare`d (no initialiser to reset
@@ -162,12 +168,18 @@ export class PoolInstrumentation extends InstrumentationBase<PoolInstrumentation
   declare private _unsubscribers: (() => void)[] | undefined;
   /** Per-acquire state when another subscriber holds `userData` (created on first need). */
   private _overflow: WeakMap<HoldMessage, HoldState> | undefined;
+  /** The validated `pgPool` option; `undefined` when it is `false`. */
+  declare private _pgPoolOptions: ResolvedPgPoolOptions | undefined;
+  /** Created at the first patch of pg-pool (`init()` must stay free of side effects). */
+  declare private _pgPoolPatcher: PgPoolPatcher | undefined;
 
   constructor(config: PoolInstrumentationConfig = {}) {
     super(PACKAGE_NAME, PACKAGE_VERSION, config);
   }
 
+  /** Throws `InvalidOptionError` for an invalid `pgPool` option (leaving the config as it was). */
   override setConfig(config: PoolInstrumentationConfig = {}): void {
+    this._pgPoolOptions = resolvePgPoolOptions(config.pgPool);
     super.setConfig({
       ...config,
       holdSpans: config.holdSpans ?? true,
@@ -177,9 +189,24 @@ export class PoolInstrumentation extends InstrumentationBase<PoolInstrumentation
     });
   }
 
-  /** No module patches yet; the pg-pool adapter (issue 4) adds its module definition here. */
+  /**
+   * `pg-pool`, for the application's `pg.Pool` pools. Called by the base constructor before this
+   * class's fields exist, and again by `getModuleDefinitions()`: the patcher is made lazily.
+   */
   protected init(): InstrumentationModuleDefinition[] {
-    return [];
+    const patcher = () =>
+      (this._pgPoolPatcher ??= new PgPoolPatcher(
+        () => this._pgPoolOptions,
+        (what, error) => this._diag.error(what, error),
+      ));
+    return [
+      new InstrumentationNodeModuleDefinition(
+        'pg-pool',
+        PG_POOL_VERSIONS,
+        (moduleExports: unknown, version?: string) => patcher().patch(moduleExports, version),
+        (moduleExports: unknown) => patcher().unpatch(moduleExports),
+      ),
+    ];
   }
 
   override enable(): void {

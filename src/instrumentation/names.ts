@@ -1,7 +1,7 @@
 /**
  * poolwatch's own telemetry names: everything the semantic conventions do not define. All live
  * under the `poolwatch.` prefix, never under `db.client.connection.` (which belongs to the spec).
- * TELEMETRY.md documents each one; change both together.
+ * The README's Telemetry section documents each one; change both together.
  */
 import type { AlertKind, LeakKind } from '../events';
 

@@ -1,6 +1,6 @@
 import type { InstrumentationConfig, SpanCustomizationHook } from '@opentelemetry/instrumentation';
 import type { PoolRef } from '../events';
-import type { LeaseInfo } from '../types';
+import type { LeaseInfo, ServerInfo, StackCapture } from '../types';
 
 /** What `holdHook` receives with the hold span. */
 export interface HoldSpanInfo {
@@ -39,4 +39,45 @@ export interface PoolInstrumentationConfig extends InstrumentationConfig {
    * reported through `diag` and ignored.
    */
   holdHook?: SpanCustomizationHook<HoldSpanInfo>;
+  /**
+   * Instrument the application's own `pg.Pool` (`pg-pool` 2.x and 3.x) pools, without code
+   * changes: each one reports hold spans, the `db.client.connection.*` metrics, and suspected
+   * leaks with their acquisition stacks, like a poolwatch pool. `pg-pool` must be loaded after the
+   * instrumentation is enabled (register it with `node --require` or `--import`). `false` leaves
+   * `pg-pool` alone. Read when a pool is first used after the patch.
+   * @default {}
+   */
+  pgPool?: PgPoolInstrumentationOptions | false;
+}
+
+/** Options for the application's `pg.Pool` pools (`PoolInstrumentationConfig.pgPool`). */
+export interface PgPoolInstrumentationOptions {
+  /**
+   * A checkout held longer than this is reported once as a suspected leak, and again when it
+   * comes back (0 turns detection off). Checked every `min(1 s, threshold / 4)`.
+   * @default 30000
+   */
+  leakDetectionThresholdMillis?: number;
+  /**
+   * Which checkouts record their caller's stack, shown with a suspected leak: as the pool option
+   * of the same name (`'auto'`: at most one per 10 ms while the pool is relaxed, every checkout
+   * while a checkout is held longer than a quarter of the threshold or connects time out). Only
+   * with leak detection on. A capture costs a few microseconds.
+   * @default 'auto'
+   */
+  captureStacks?: StackCapture;
+  /**
+   * Names a pool (`db.client.connection.pool.name`). Returning `undefined` keeps the default,
+   * `address:port/database`. A name already used by an open pool gets a `#2`, `#3`… suffix.
+   * Errors it throws are reported through `diag` and ignored.
+   */
+  poolName?: (pool: PgPoolNameInfo) => string | undefined;
+}
+
+/** What `pgPool.poolName` receives. */
+export interface PgPoolNameInfo {
+  /** The pool's options as pg-pool keeps them (`pool.options`). */
+  readonly options: Readonly<Record<string, unknown>>;
+  /** Where it connects, as telemetry reports it (never credentials). */
+  readonly server: ServerInfo;
 }

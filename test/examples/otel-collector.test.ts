@@ -7,7 +7,7 @@
  *   (crafted text) and what poolwatch's instrumentation really exposes through
  *   @opentelemetry/exporter-prometheus; the alerts must reach pending or firing;
  * - the metric names in the dashboard and the rules, against the table in
- *   src/instrumentation/TELEMETRY.md;
+ *   src/instrumentation/README.md (Telemetry);
  * - the YAML of docker-compose.yml and otel-collector.yaml (js-yaml, which mocha depends on, or
  *   python3's yaml): pipelines, ports and paths that must agree across the files.
  *
@@ -120,12 +120,12 @@ interface MetricNames {
 }
 
 /**
- * The Prometheus names poolwatch's metrics get, from the metrics table of TELEMETRY.md (its last
+ * The Prometheus names poolwatch's metrics get, from the metrics table of README.md (Telemetry) (its last
  * two columns: JS exporter, via a Collector). A histogram's `_bucket` name stands for its
  * `_bucket`, `_sum` and `_count` series.
  */
 function telemetryNames(): MetricNames {
-  const file = path.join(ROOT, 'src/instrumentation/TELEMETRY.md');
+  const file = path.join(ROOT, 'README.md');
   const names: MetricNames = { js: new Set(), collector: new Set() };
   const add = (set: Set<string>, name: string) => {
     if (!name.endsWith('_bucket')) return void set.add(name);
@@ -137,9 +137,9 @@ function telemetryNames(): MetricNames {
     // | otel name | instrument | unit | extra attributes | JS exporter | via a Collector |
     if (cells.length !== 8 || !/^`(db\.client\.connection|poolwatch)\./.test(cells[1]!)) continue;
     const js = /`([a-z_]+)`/.exec(cells[5]!)?.[1];
-    assert.ok(js, `no Prometheus name in TELEMETRY.md row: ${line}`);
+    assert.ok(js, `no Prometheus name in README.md (Telemetry) row: ${line}`);
     const collector = cells[6] === 'same' ? js : /`([a-z_]+)`/.exec(cells[6]!)?.[1];
-    assert.ok(collector, `no Collector name in TELEMETRY.md row: ${line}`);
+    assert.ok(collector, `no Collector name in README.md (Telemetry) row: ${line}`);
     add(names.js, js);
     add(names.collector, collector);
   }
@@ -242,7 +242,7 @@ describe('examples/otel-collector', function () {
   describe('metric names', () => {
     const names = telemetryNames();
 
-    it('TELEMETRY.md lists every metric poolwatch exports (the names the checks below use)', () => {
+    it('README.md (Telemetry) lists every metric poolwatch exports (the names the checks below use)', () => {
       assert.equal(names.js.size, 11 + 3 * 2, [...names.js].join()); // 3 histograms: 3 series each
       assert.ok(names.collector.has('db_client_connection_wait_time_seconds_bucket'));
       assert.ok(names.js.has('db_client_connection_wait_time_bucket'));

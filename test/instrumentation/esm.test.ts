@@ -1,30 +1,7 @@
 import assert from 'node:assert/strict';
-import { execFile, execFileSync } from 'node:child_process';
-import { readdirSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-
-const ROOT = join(__dirname, '..', '..');
-const BUILT = join(ROOT, 'dist', 'esm', 'index.mjs');
-
-/** Newest modification time of the TypeScript sources. */
-function newestSource(dir = join(ROOT, 'src')): number {
-  let newest = 0;
-  for (const entry of readdirSync(dir, { withFileTypes: true })) {
-    const path = join(dir, entry.name);
-    const mtime = entry.isDirectory() ? newestSource(path) : statSync(path).mtimeMs;
-    newest = Math.max(newest, mtime);
-  }
-  return newest;
-}
-
-function builtAt(): number {
-  try {
-    return statSync(BUILT).mtimeMs;
-  } catch {
-    return 0;
-  }
-}
+import { ensureBuilt, ROOT } from './built';
 
 interface Output {
   sameAsRequire: boolean;
@@ -49,15 +26,7 @@ describe('PoolInstrumentation: an ES-module application (child process, built pa
 
   before(async function () {
     this.timeout(120_000);
-    // `npm test` builds first; a lone `mocha` run rebuilds only when the sources are newer.
-    if (builtAt() < newestSource()) {
-      try {
-        execFileSync('npm', ['run', 'build'], { cwd: ROOT, encoding: 'utf8', stdio: 'pipe' });
-      } catch (error) {
-        const { stdout = '', stderr = '' } = error as { stdout?: string; stderr?: string };
-        throw new Error(`npm run build failed:\n${stdout}${stderr}`);
-      }
-    }
+    ensureBuilt();
     const { stdout } = await promisify(execFile)(
       process.execPath,
       ['--import', './test/fixtures/esm-register.mjs', 'test/fixtures/esm-app.mjs'],

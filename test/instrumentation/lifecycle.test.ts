@@ -65,12 +65,15 @@ describe('PoolInstrumentation: lifecycle', () => {
     return errors;
   }
 
-  it('is named after the package, with its version, and patches no module yet', () => {
+  it('is named after the package, with its version, and patches pg-pool only', () => {
     const instrumentation = new PoolInstrumentation({ enabled: false });
     const pkg = JSON.parse(readFileSync('package.json', 'utf8')) as { version: string };
     assert.equal(instrumentation.instrumentationName, 'poolwatch');
     assert.equal(instrumentation.instrumentationVersion, pkg.version);
-    assert.deepEqual(instrumentation.getModuleDefinitions(), []);
+    assert.deepEqual(
+      instrumentation.getModuleDefinitions().map((d) => [d.name, d.supportedVersions]),
+      [['pg-pool', ['>=2 <4']]],
+    );
     assert.deepEqual(instrumentation.getConfig(), {
       enabled: false,
       holdSpans: true,

@@ -213,7 +213,7 @@ describe('PoolInstrumentation: Prometheus exposition', () => {
     if ((result.error as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') this.skip();
     // Exit 1 is a parse error; exit 3 lists lint problems. The only one is the semantic
     // conventions' own name, db.client.connection.count: Prometheus reserves `_count` for
-    // histograms and summaries. Kept as the spec says; TELEMETRY.md explains it.
+    // histograms and summaries. Kept as the spec says; the README's Telemetry section explains it.
     const problems = `${result.stdout}${result.stderr}`.trim().split('\n').filter(Boolean);
     assert.deepEqual(
       { status: result.status, problems },

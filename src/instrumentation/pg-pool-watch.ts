@@ -1,0 +1,577 @@
+/**
+ * A pg-pool `Pool` seen as a poolwatch pool: it publishes poolwatch's lifecycle events (see
+ * `../events.ts`) and sits in `openPools`, so `PoolInstrumentation` turns it into the same spans,
+ * metrics and log records as a poolwatch pool, unchanged. This file knows nothing of
+ * OpenTelemetry; `./pg-pool.ts` patches pg-pool and calls into it.
+ */
+import {
+  channels,
+  openPools,
+  type Alert,
+  type HoldMessage,
+  type HoldOutcome,
+  type LeakKind,
+  type PoolRef,
+} from '../events';
+import { LeaseSnapshot, StackSampler, startHold } from '../observe';
+import { captureStack, type CapturedStack } from '../stack';
+import type { LeaseInfo, PoolStats, ServerInfo } from '../types';
+import type { PgPoolNameInfo } from './types';
+
+/** The parts of a pg-pool `Pool` (2.x and 3.x) that are read here: its public API only. */
+export interface PgPoolLike {
+  readonly options: Readonly<Record<string, unknown>>;
+  readonly totalCount: number;
+  readonly idleCount: number;
+  readonly waitingCount: number;
+  readonly ending?: boolean;
+  on(event: 'release', listener: (error: unknown, client: object) => void): unknown;
+  removeListener(event: 'release', listener: (error: unknown, client: object) => void): unknown;
+}
+
+/** A checked-out pg client: pg-pool sets `release` on it at each checkout. */
+interface PgClientLike {
+  release: (error?: unknown) => void;
+}
+
+/** The validated `pgPool` options of `PoolInstrumentation` (see `PgPoolInstrumentationOptions`). */
+export interface ResolvedPgPoolOptions {
+  /** 0: off. */
+  readonly leakDetectionThresholdMillis: number;
+  /** 0: never; 1: always; N: one in N; -1: auto. */
+  readonly stackEvery: number;
+  readonly poolName: ((pool: PgPoolNameInfo) => string | undefined) | undefined;
+}
+
+/**
+ * How the end of a checkout is seen. pg-pool 3.6 and later emit `release` on the pool (no need to
+ * touch the client); older versions emit nothing, so the `release` function that pg-pool puts on
+ * the client at each checkout is wrapped (the one place the client is written to).
+ */
+export type ReleaseTracking = 'event' | 'wrap';
+
+/** Reports an internal failure (to `diag`): telemetry never throws into the application. */
+export type ErrorReporter = (what: string, error: unknown) => void;
+
+/**
+ * Hold (`poolwatch.lease.id`) and client (`poolwatch.resource.id`) numbers. poolwatch's `Pool`
+ * keeps its own counters, so an id is unique among pg pools, and only with the pool name among
+ * all pools.
+ */
+let nextHoldId = 1;
+let nextClientId = 1;
+
+/** What the adapter keeps per pg client, for as long as the client lives (a WeakMap value). */
+interface ClientEntry {
+  /** `poolwatch.resource.id`: stable across checkouts. */
+  readonly id: number;
+  /** The current checkout, if the client is out. */
+  hold: Hold | undefined;
+}
+
+/** One checkout, from pg-pool handing the client out to its release. */
+class Hold {
+  suspected = false;
+  constructor(
+    readonly id: number,
+    readonly entry: ClientEntry,
+    /** `performance.now()` at hand-out. */
+    readonly acquiredAt: number,
+    readonly captured: CapturedStack | undefined,
+    readonly message: HoldMessage | undefined,
+  ) {}
+}
+
+/** pg-pool's messages for a connect that timed out (waiting in its queue, or connecting). */
+function isTimeout(error: Error): boolean {
+  return (
+    error.message === 'timeout exceeded when trying to connect' ||
+    error.message.startsWith('Connection terminated due to connection timeout')
+  );
+}
+
+/**
+ * The adapter for one pg-pool `Pool`, created at its first `connect()` (or `query()`) after the
+ * patch, and registered in `openPools` until `end()`.
+ *
+ *     connect() ─► acquireStart ─► pg-pool's callback ─► acquireEnd ─► … ─► release ─► holdEnd
+ *                                        │ error               │ held past the threshold
+ *                                        ▼                     ▼ (leak tick)
+ *                            acquireEnd with error    leak + alert "suspected" … "returned"
+ *
+ * Checkouts are kept in the adapter, never on pg's objects: `#clients` maps each client to its
+ * entry (a WeakMap: clients are long-lived, so its cost is that of a property lookup), and
+ * `#held` lists the open holds for the leak tick, one unref'd interval per pool. The end of a
+ * checkout comes from pg-pool's `release` event (see `ReleaseTracking` for older versions).
+ *
+ * Hazards: the adapter holds the pool only weakly (a pool dropped without `end()` must not be kept
+ * alive by `openPools`); its `stats()` and tick notice when the pool is gone and close it. A
+ * checkout made before the patch was applied is unknown here: its release is ignored. If the
+ * application removes every `release` listener from the pool, holds are ended late (at the
+ * client's next checkout), as if leaked. After `end()` the instrumentation forgets the adapter;
+ * holds still open then are followed to their release by the adapter alone, even across a
+ * disable.
+ */
+export class WatchedPgPool implements PoolRef {
+  readonly name: string;
+  readonly server: ServerInfo;
+  readonly #pool: WeakRef<PgPoolLike>;
+  readonly #options: ResolvedPgPoolOptions;
+  readonly #tracking: ReleaseTracking;
+  readonly #report: ErrorReporter;
+  readonly #onClose: (watcher: WatchedPgPool) => void;
+
+  readonly #clients = new WeakMap<object, ClientEntry>();
+  /** Open holds, for the leak tick. */
+  readonly #held = new Set<Hold>();
+  readonly #onRelease: (error: unknown, client: object) => void;
+  #tick: NodeJS.Timeout | undefined;
+  /**
+   * Its `underPressure` is set by the leak tick: a hold is aging or a connect timed out ('auto'
+   * then captures all). A queue of waiters alone is not pressure: pg-pool does not say how long
+   * they have waited, and a busy pool often has a short queue.
+   */
+  readonly #stacks: StackSampler;
+  #timeoutsAtTick = 0;
+
+  #suspectedLeaks = 0;
+  #timeouts = 0;
+  /** `end()` was called: out of `openPools`; open holds are still followed to their release. */
+  #closed = false;
+  /** The instrumentation let go of the pool (disable): nothing is published any more. */
+  #detached = false;
+
+  constructor(
+    pool: PgPoolLike,
+    options: ResolvedPgPoolOptions,
+    tracking: ReleaseTracking,
+    report: ErrorReporter,
+    /** Called once, when the pool ends (or was dropped without `end()`). */
+    onClose: (watcher: WatchedPgPool) => void,
+  ) {
+    this.#pool = new WeakRef(pool);
+    this.#onClose = onClose;
+    this.#options = options;
+    this.#tracking = tracking;
+    this.#report = report;
+    this.#stacks = new StackSampler(
+      options.leakDetectionThresholdMillis === 0 ? 0 : options.stackEvery,
+    );
+    this.server = pgPoolServerInfo(pool.options);
+    this.name = uniquePoolName(this.#baseName(pool));
+    this.#onRelease = (error, client) => {
+      try {
+        this.#released(client, undefined, error);
+      } catch (failure) {
+        this.#report('failed to handle a pg-pool release', failure);
+      }
+    };
+    if (tracking === 'event') pool.on('release', this.#onRelease);
+    if (options.leakDetectionThresholdMillis > 0) {
+      const every = Math.min(1000, Math.max(10, options.leakDetectionThresholdMillis / 4));
+      this.#tick = setInterval(() => this.#checkLeaks(), every);
+      this.#tick.unref();
+    }
+    openPools.add(this);
+    if (channels.poolOpen.hasSubscribers) channels.poolOpen.publish({ pool: this });
+  }
+
+  get closed(): boolean {
+    return this.#closed || this.#detached;
+  }
+
+  #baseName(pool: PgPoolLike): string {
+    const hook = this.#options.poolName;
+    if (hook !== undefined) {
+      try {
+        const name = hook({ options: pool.options, server: this.server });
+        if (typeof name === 'string' && name !== '') return name;
+      } catch (error) {
+        this.#report('the pgPool.poolName option threw', error);
+      }
+    }
+    const { address, port, namespace } = this.server;
+    return `${address}:${port}/${namespace ?? ''}`;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Checkout
+
+  /**
+   * Runs pg-pool's `connect()` (`original`) on `pool`, following the checkout it makes. Called by
+   * the patched `connect`, which is passed as `above`: the captured stack starts at its caller.
+   */
+  connect(
+    pool: PgPoolLike,
+    original: (this: PgPoolLike, ...args: unknown[]) => unknown,
+    args: IArguments,
+    above: (...args: never[]) => unknown,
+  ): unknown {
+    const callback: unknown = args[0];
+    const startTime = performance.now();
+    const message = this.#detached ? undefined : startHold(this, startTime);
+    const captured = this.#stacks.shouldCapture(startTime) ? captureStack(above) : undefined;
+
+    if (typeof callback === 'function') {
+      return original.call(pool, (error: unknown, client: unknown, done: unknown) => {
+        const release = this.#checkedOut(error, client, done, startTime, captured, message);
+        return (callback as (...args: unknown[]) => unknown)(error, client, release);
+      });
+    }
+    const result = original.apply(pool, args as unknown as unknown[]);
+    if (!isThenable(result)) return result;
+    // A new promise rather than a handler on pg-pool's: attaching a rejection handler to it would
+    // hide the application's unhandled rejections.
+    return result.then(
+      (client: unknown) => {
+        this.#checkedOut(undefined, client, undefined, startTime, captured, message);
+        return client;
+      },
+      (error: unknown) => {
+        this.#checkedOut(error, undefined, undefined, startTime, captured, message);
+        throw error;
+      },
+    );
+  }
+
+  /**
+   * pg-pool answered a `connect()`. Returns the `done` function to hand to a callback: pg-pool's,
+   * or with `ReleaseTracking` 'wrap', the wrapper that also ends the hold. Never throws.
+   */
+  #checkedOut(
+    error: unknown,
+    client: unknown,
+    done: unknown,
+    startTime: number,
+    captured: CapturedStack | undefined,
+    message: HoldMessage | undefined,
+  ): unknown {
+    try {
+      if (this.#detached) return done;
+      const now = performance.now();
+      if (error !== undefined && error !== null) {
+        this.#failed(asError(error), startTime, now, message);
+        return done;
+      }
+      if (typeof client !== 'object' || client === null) return done;
+      let entry = this.#clients.get(client);
+      if (entry === undefined) {
+        entry = { id: nextClientId++, hold: undefined };
+        this.#clients.set(client, entry);
+      } else if (entry.hold !== undefined) {
+        // Its last release went unseen (the `release` listener was removed): end that hold now.
+        this.#endHold(entry.hold, now, 'released');
+      }
+      const hold = new Hold(nextHoldId++, entry, now, captured, message);
+      entry.hold = hold;
+      this.#held.add(hold);
+      if (message !== undefined) {
+        message.waitMillis = now - startTime;
+        message.lease = this.#leaseInfo(hold, now);
+        channels.acquireEnd.publish(message);
+      }
+      if (this.#tracking === 'wrap') return this.#wrapRelease(client as PgClientLike, hold);
+    } catch (failure) {
+      this.#report('failed to follow a pg-pool checkout', failure);
+    }
+    return done;
+  }
+
+  #failed(error: Error, startTime: number, now: number, message: HoldMessage | undefined): void {
+    if (isTimeout(error)) {
+      this.#timeouts++;
+      if (channels.timeout.hasSubscribers) {
+        channels.timeout.publish({ pool: this, waitMillis: now - startTime, error });
+      }
+    }
+    if (message !== undefined) {
+      message.error = error;
+      message.waitMillis = now - startTime;
+      channels.acquireEnd.publish(message);
+    }
+  }
+
+  /** pg-pool < 3.6: wraps the `release` pg-pool just put on the client for this checkout. */
+  #wrapRelease(client: PgClientLike, hold: Hold): (error?: unknown) => void {
+    const pgRelease = client.release;
+    const release = (error?: unknown): void => {
+      try {
+        this.#released(client, hold, error);
+      } catch (failure) {
+        this.#report('failed to handle a pg-pool release', failure);
+      }
+      // pg-pool's own, with its double-release error.
+      pgRelease(error);
+    };
+    client.release = release;
+    return release;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Release
+
+  /** A client came back (with `error`: pg-pool destroys it). `hold`: the one expected, if known. */
+  #released(client: object, expected: Hold | undefined, error: unknown): void {
+    const hold = this.#clients.get(client)?.hold;
+    if (hold === undefined || (expected !== undefined && hold !== expected)) return;
+    const destroyed = error !== undefined && error !== null && error !== false;
+    this.#endHold(hold, performance.now(), destroyed ? 'destroyed' : 'released');
+  }
+
+  #endHold(hold: Hold, now: number, outcome: HoldOutcome): void {
+    hold.entry.hold = undefined;
+    this.#held.delete(hold);
+    if (hold.suspected) {
+      this.#suspectedLeaks--;
+      this.#leak(hold, 'returned', now);
+    }
+    const message = hold.message;
+    if (message !== undefined && !this.#detached) {
+      message.holdMillis = now - hold.acquiredAt;
+      message.outcome = outcome;
+      channels.holdEnd.publish(message);
+    }
+    if (this.#closed && this.#held.size === 0) this.#stopTick();
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Leaks
+
+  #checkLeaks(): void {
+    try {
+      if (this.#pool.deref() === undefined) return this.#collectedPool();
+      const threshold = this.#options.leakDetectionThresholdMillis;
+      const now = performance.now();
+      let aging = false;
+      for (const hold of this.#held) {
+        const age = now - hold.acquiredAt;
+        if (age >= threshold / 4) aging = true;
+        if (hold.suspected || age < threshold) continue;
+        hold.suspected = true;
+        this.#suspectedLeaks++;
+        this.#leak(hold, 'suspected', now);
+      }
+      this.#stacks.underPressure = aging || this.#timeouts !== this.#timeoutsAtTick;
+      this.#timeoutsAtTick = this.#timeouts;
+    } catch (error) {
+      this.#report('the pg-pool leak check failed', error);
+    }
+  }
+
+  #leak(hold: Hold, kind: Extract<LeakKind, 'suspected' | 'returned'>, now: number): void {
+    if (this.#detached) return;
+    const ageMillis = now - hold.acquiredAt;
+    const lease = this.#leaseInfo(hold, now);
+    const stack = lease.stack;
+    const message = hold.message;
+    if (channels.leak.hasSubscribers) {
+      channels.leak.publish({ pool: this, kind, lease, ageMillis, stack, hold: message });
+    }
+    if (!channels.alert.hasSubscribers) return;
+    const seconds = (ageMillis / 1000).toFixed(1);
+    const text =
+      kind === 'suspected'
+        ? `Possible leak: lease #${lease.id} of pool "${this.name}" held for ${seconds} s` +
+          (stack
+            ? `, acquired at:\n    ${stack.split('\n').join('\n    ')}`
+            : " (no stack captured: pgPool.captureStacks: 'always' records every checkout)")
+        : `Previously suspected lease #${lease.id} of pool "${this.name}" was returned after ${seconds} s.`;
+    const alert: Alert = {
+      kind: 'leak',
+      leakKind: kind,
+      severity: kind === 'suspected' ? 'warning' : 'info',
+      pool: this.name,
+      message: text,
+      timestamp: Date.now(),
+      lease,
+      ageMillis,
+      stack,
+    };
+    channels.alert.publish({ pool: this, alert, hold: message });
+  }
+
+  #leaseInfo(hold: Hold, now: number): LeaseInfo {
+    const ageMillis = now - hold.acquiredAt;
+    return new LeaseSnapshot(
+      hold.id,
+      hold.entry.id,
+      this.name,
+      Date.now() - ageMillis,
+      ageMillis,
+      hold.suspected,
+      hold.captured,
+    );
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Stats and lifecycle
+
+  /**
+   * pg-pool's own counts. A client that is still connecting is in `totalCount` and not idle, so
+   * it counts as used (as in contrib's pg instrumentation); `creating` is therefore 0.
+   */
+  stats(): PoolStats {
+    const pool = this.#pool.deref();
+    if (pool === undefined) this.#collectedPool();
+    const size = pool?.totalCount ?? 0;
+    const idle = pool?.idleCount ?? 0;
+    const max = pool?.options.max;
+    const min = pool?.options.min;
+    return {
+      name: this.name,
+      size,
+      idle,
+      used: size - idle,
+      pending: pool?.waitingCount ?? 0,
+      creating: 0,
+      min: typeof min === 'number' ? min : 0,
+      max: typeof max === 'number' ? max : 10,
+      suspectedLeaks: this.#suspectedLeaks,
+      collectedLeaks: 0,
+      reclaimedLeaks: 0,
+      created: 0,
+      destroyed: 0,
+      timeouts: this.#timeouts,
+      closed: this.closed,
+    };
+  }
+
+  /** `end()` was called on the pool: it leaves `openPools`; open holds are still followed. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#unregister();
+    if (this.#held.size === 0) this.#stopTick();
+    this.#onClose(this);
+  }
+
+  /** The instrumentation was disabled: stop everything; open holds get no end. */
+  detach(): void {
+    if (this.#detached) return;
+    this.#detached = true;
+    this.#closed = true;
+    this.#stopTick();
+    this.#pool.deref()?.removeListener('release', this.#onRelease);
+    this.#unregister();
+    this.#held.clear();
+  }
+
+  #unregister(): void {
+    if (!openPools.delete(this)) return;
+    if (channels.poolClose.hasSubscribers) channels.poolClose.publish({ pool: this });
+  }
+
+  #collectedPool(): void {
+    // Its clients are gone with it: nothing is held any more.
+    this.#held.clear();
+    this.close();
+  }
+
+  #stopTick(): void {
+    if (this.#tick === undefined) return;
+    clearInterval(this.#tick);
+    this.#tick = undefined;
+  }
+}
+
+/**
+ * Where a pg pool connects, as pg resolves it: the connection string first, then the options, then
+ * `PGHOST`, `PGPORT`, `PGDATABASE` and pg's defaults (`localhost`, 5432). Only host, port and
+ * database are read, never the user or password. pg falls back to the user name for a missing
+ * database; this leaves `namespace` out instead.
+ */
+export function pgPoolServerInfo(options: Readonly<Record<string, unknown>>): ServerInfo {
+  let host = stringOf(options.host);
+  let port = portOf(options.port);
+  let database = stringOf(options.database);
+  const url = parseConnectionString(options.connectionString);
+  if (url !== undefined) {
+    host = url.host ?? host;
+    port = url.port ?? port;
+    database = url.database ?? database;
+  }
+  host ??= stringOf(process.env.PGHOST) ?? 'localhost';
+  port ??= portOf(process.env.PGPORT) ?? 5432;
+  database ??= stringOf(process.env.PGDATABASE);
+  const info: { system: string; address: string; port: number; namespace?: string } = {
+    system: 'postgresql',
+    address: host,
+    port,
+  };
+  if (database !== undefined) info.namespace = database;
+  return info;
+}
+
+function parseConnectionString(
+  value: unknown,
+): { host?: string; port?: number; database?: string } | undefined {
+  if (typeof value !== 'string') return undefined;
+  let url: URL;
+  try {
+    // The user and password are cut off before parsing: they are never read, and
+    // `postgres://user:pw@/db?host=/socket/dir` (an empty host) only parses without them.
+    url = new URL(value.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/?#]*@/i, '$1'));
+  } catch {
+    // Not a URL (pg also takes `/socket/dir dbname`): use the options. The string is never
+    // quoted, as it may hold the password.
+    return undefined;
+  }
+  const out: { host?: string; port?: number; database?: string } = {};
+  if (url.protocol === 'socket:') {
+    // socket:/socket/dir?db=name
+    out.host = safeDecode(url.pathname);
+    const database = url.searchParams.get('db');
+    if (database) out.database = database;
+    return out;
+  }
+  const host = url.searchParams.get('host') || safeDecode(url.hostname.replace(/^\[|\]$/g, ''));
+  if (host) out.host = host;
+  const port = portOf(url.port);
+  if (port !== undefined) out.port = port;
+  const database = safeDecode(url.pathname.replace(/^\//, ''));
+  if (database) out.database = database;
+  return out;
+}
+
+function safeDecode(text: string): string {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return text;
+  }
+}
+
+function stringOf(value: unknown): string | undefined {
+  return typeof value === 'string' && value !== '' ? value : undefined;
+}
+
+function portOf(value: unknown): number | undefined {
+  const port = typeof value === 'number' ? value : typeof value === 'string' ? Number(value) : NaN;
+  return Number.isInteger(port) && port > 0 && port < 65536 && value !== '' ? port : undefined;
+}
+
+/**
+ * `base`, or `base#2`, `#3`… when an open pool (of any kind) already has the name. A name is
+ * freed when its pool ends, and reused by the next pool that wants it.
+ */
+function uniquePoolName(base: string): string {
+  const taken = new Set<string>();
+  for (const pool of openPools) taken.add(pool.name);
+  if (!taken.has(base)) return base;
+  for (let n = 2; ; n++) {
+    const name = `${base}#${n}`;
+    if (!taken.has(name)) return name;
+  }
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as { then?: unknown }).then === 'function'
+  );
+}
+
+function asError(value: unknown): Error {
+  return value instanceof Error ? value : new Error(String(value));
+}
