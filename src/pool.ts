@@ -272,7 +272,7 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
   /** Waiters still in the queue (not settled, not taken for a validation). */
   #queued = 0;
   /** Waiters taken out of the queue while a resource is validated for them. */
-  #binding = 0;
+  readonly #binding = new Set<Waiter<T>>();
   #creating = 0;
   /** Released resources being reset; each becomes available (or is destroyed) soon. */
   #resetting = 0;
@@ -437,7 +437,7 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
   #settleWaiter(waiter: Waiter<T>, error: Error): void {
     if (waiter.state === 'settled') return;
     if (waiter.state === 'queued') this.#queued--;
-    else this.#binding--;
+    else this.#binding.delete(waiter);
     waiter.state = 'settled';
     this.#unlisten(waiter);
     if (error instanceof AcquireTimeoutError) {
@@ -543,7 +543,7 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
   #validateFor(entry: Entry<T>, waiter: Waiter<T>): void {
     entry.state = State.Validating;
     waiter.state = 'binding';
-    this.#binding++;
+    this.#binding.add(waiter);
     const factory = this.#o.factory;
     this.#track(
       Promise.resolve()
@@ -555,7 +555,7 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
         .then((ok) => {
           if (entry.state !== State.Validating) return; // destroyed by close() meanwhile
           if (waiter.state === 'binding') {
-            this.#binding--;
+            this.#binding.delete(waiter);
             waiter.state = 'queued';
             if (ok && !this.#closed) return this.#serve(entry, waiter, performance.now());
             // Not served: it keeps its place at the head of the queue.
@@ -881,7 +881,8 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
     this.#waitTimerAt = Infinity;
     const now = performance.now();
     let next = Infinity;
-    for (const waiter of [...this.#waiters]) {
+    // Waiters whose resource is being validated expire too: a validation may hang.
+    for (const waiter of [...this.#waiters, ...this.#binding]) {
       if (waiter.deadline <= now) this.#settleWaiter(waiter, this.#timeoutError(waiter, now));
       else next = Math.min(next, waiter.deadline);
     }
@@ -1104,7 +1105,7 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
       }
     }
 
-    const waiting = this.#queued + this.#binding;
+    const waiting = this.#queued + this.#binding.size;
     if (health.exhaustion && this.#used >= this.#o.max && waiting > 0) {
       if (!this.#exhaustedAlerted) {
         raise({
@@ -1145,7 +1146,7 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
       size: this.#entries.size,
       idle: this.#idle.length,
       used: this.#used,
-      pending: this.#queued + this.#binding,
+      pending: this.#queued + this.#binding.size,
       creating: this.#creating,
       min: this.#o.min,
       max: this.#o.max,
@@ -1187,7 +1188,7 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
     if (this.#refillTimer !== undefined) clearTimeout(this.#refillTimer);
     openPools.delete(this);
     if (channels.poolClose.hasSubscribers) channels.poolClose.publish({ pool: this });
-    for (const waiter of [...this.#waiters]) {
+    for (const waiter of [...this.#waiters, ...this.#binding]) {
       this.#settleWaiter(
         waiter,
         new PoolClosedError(this.name, 'the pool closed while acquire() waited'),
@@ -1210,10 +1211,25 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
       if (entry.state === State.Used) forced.push(this.#takeBack(entry, 'closed', now));
     }
     // Creates, validations, resets and destroys still running; each destroys what it ends with.
-    while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight]);
+    // A factory call that never settles must not hang close(): each wait is bounded.
+    await this.#settleInFlight();
     for (const entry of [...this.#entries]) this.#destroy(entry, 'closed');
-    while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight]);
+    await this.#settleInFlight();
     return { forced };
+  }
+
+  /** Waits for the factory calls in flight, at most `closeTimeoutMillis`. */
+  async #settleInFlight(): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, this.#o.closeTimeoutMillis);
+    });
+    let expired = false;
+    void timedOut.then(() => (expired = true));
+    while (this.#inFlight.size > 0 && !expired) {
+      await Promise.race([Promise.allSettled([...this.#inFlight]), timedOut]);
+    }
+    clearTimeout(timer);
   }
 }
 

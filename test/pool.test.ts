@@ -390,6 +390,24 @@ describe('Pool', () => {
       lease.release();
     });
 
+    it('a validation that never answers cannot make acquire() hang, nor close()', async () => {
+      const factory = new FakeFactory();
+      const p = pool(factory, { max: 1, validateAfterIdleMillis: 0, acquireTimeoutMillis: 100 });
+      (await p.acquire()).release();
+      factory.validate = () => new Promise<boolean>(() => {}) as unknown as boolean;
+      const first = settle(p.acquire());
+      await clock.tickAsync(100);
+      assert.ok(first.error instanceof AcquireTimeoutError, 'timed out while validating');
+      const second = settle(p.acquire({ timeoutMillis: 10_000 }));
+      await clock.tickAsync(0);
+      void p.close();
+      await clock.tickAsync(0);
+      assert.ok(
+        second.error instanceof PoolClosedError,
+        'close() rejects a waiter being validated',
+      );
+    });
+
     it('resets before reuse; a failing reset destroys the resource', async () => {
       const factory = plainFactory();
       factory.reset = (r) => {
