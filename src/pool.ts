@@ -210,7 +210,7 @@ export class Lease<T> {
 
   /** Returns the resource to the pool. */
   release(): void {
-    this._pool.release(this);
+    this._pool._release(this);
   }
 
   /** Ends the lease and destroys the resource (use it when the connection is broken). */
@@ -520,7 +520,8 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
   #dispense(): void {
     if (this.#closed) return;
     let waiter: Waiter<T> | undefined;
-    while ((waiter = this.#waiters.peek()) !== undefined) {
+    // Check for an idle resource before reading the clock: a caller that must wait pays nothing.
+    while (this.#idle.length > 0 && (waiter = this.#waiters.peek()) !== undefined) {
       const now = performance.now();
       const entry = this.#takeIdle(now, true);
       if (entry === undefined) break;
@@ -589,7 +590,7 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
     if (this.#registry !== undefined) entry.unwatchedLease = lease;
     if (message !== undefined) {
       message.waitMillis = now - startTime;
-      message.lease = this._leaseInfo(entry, holdId);
+      message.lease = this._leaseInfo(entry, holdId, now);
       channels.acquireEnd.publish(message);
     }
     return lease;
@@ -614,7 +615,17 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
 
   /** Returns a lease's resource to the pool. */
   release(lease: Lease<T>): void {
-    const entry = this.#check(lease, 'release');
+    this.#check(lease, 'release');
+    this._release(lease);
+  }
+
+  /**
+   * @internal `Lease#release()`: the lease is known to be a Lease of this pool, so only the
+   * stale check remains on the hot path.
+   */
+  _release(lease: Lease<T>): void {
+    const entry = lease._entry;
+    if (entry.holdId !== lease._holdId) throw this._staleLeaseError(lease, 'release');
     // Reading the clock is a fifth of a bare cycle. Without validation, an observer or a
     // suspected leak to report, the time of the last acquire or tick is precise enough: it
     // only stamps idleSince (for idle eviction) and checks the lifetime.
