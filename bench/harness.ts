@@ -47,6 +47,11 @@ export class SubjectUnavailableError extends Error {
 export interface Runner {
   run(n: number): Promise<void> | void;
   teardown(): Promise<void> | void;
+  /**
+   * Counts the runner wants reported with its row, read after each timed batch (e.g. waiters
+   * served out of order). The harness sums them over the samples of a row.
+   */
+  counters?(): Record<string, number>;
 }
 
 /** One row of the report. */
@@ -58,6 +63,13 @@ export interface Case {
   name: string;
   /** The row other rows of the same group are divided by in the ratio column. */
   baseline?: boolean;
+  /**
+   * Op counts of this case are multiples of this (default 1): e.g. 10,000 when one `run()`
+   * serves whole queues of 10,000 waiters.
+   */
+  quantum?: number;
+  /** Measured only in full mode (or when --only names it): rows that inform but check no goal. */
+  fullOnly?: boolean;
   /** Builds fresh state for one sample; called once per warm-up and once per sample. */
   prepare(): Promise<Runner>;
 }
@@ -76,7 +88,9 @@ export interface RunConfig {
 export const QUICK: RunConfig = {
   mode: 'quick',
   warmupMs: 300,
-  samples: 7,
+  // 5, not 7: a sample costs ~2x its sampleMs in set-up, pre-run, GC and IPC, and with every
+  // section (~60 rows) 7 samples took quick mode past two minutes on a busy machine.
+  samples: 5,
   sampleMs: 75,
   maxOps: 2e7,
 };
@@ -99,6 +113,8 @@ export interface CaseResult {
   samplesNs: number[];
   /** Process CPU time of each sample in nanoseconds (same order). */
   samplesCpuNs: number[];
+  /** The runner's `counters()`, summed over the timed samples. */
+  counters?: Record<string, number>;
   /** Set when the case could not run; the row prints as "n/a". */
   unavailable?: string;
 }
@@ -108,6 +124,8 @@ export interface Timing {
   ns: number;
   /** User + system CPU time of the whole process (all threads, so GC helpers count too). */
   cpuNs: number;
+  /** The runner's `counters()` after the batch, if it has any. */
+  counters?: Record<string, number>;
 }
 
 export interface Summary {
@@ -245,12 +263,13 @@ export async function runCases(
         const i = (k + round) % cases.length;
         const result = results[i]!;
         if (result.unavailable !== undefined) continue;
-        const ops = opsForSample(bestNsPerOp[i]!, config);
-        const { ns, cpuNs } = await hosts[i]!.sample(ops);
+        const ops = opsForSample(bestNsPerOp[i]!, config, cases[i]!.quantum);
+        const { ns, cpuNs, counters } = await hosts[i]!.sample(ops);
         bestNsPerOp[i] = Math.min(bestNsPerOp[i]!, ns / ops);
         result.samplesOps.push(ops);
         result.samplesNs.push(ns);
         result.samplesCpuNs.push(cpuNs);
+        if (counters !== undefined) addCounters((result.counters ??= {}), counters);
       }
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       progress(`round ${round + 1}/${config.samples} done in ${seconds.toFixed(1)} s`);
@@ -291,8 +310,23 @@ async function calibrateAll(
  * samples were observed) and at the mercy of the scheduler. Per-op cost does not depend on
  * the op count once it is this large, so samples of different lengths are comparable.
  */
-function opsForSample(bestNsPerOp: number, config: RunConfig): number {
-  return clamp(Math.round((config.sampleMs * 1e6) / bestNsPerOp), 1000, config.maxOps);
+/**
+ * A floor for the op count of a sample. Rows doing real I/O (PostgreSQL, ~200 µs per op) need
+ * a low one: 1000 ops made each of their samples 3x longer than sampleMs.
+ */
+const MIN_OPS = 100;
+
+function opsForSample(bestNsPerOp: number, config: RunConfig, quantum = 1): number {
+  const ops = clamp(Math.round((config.sampleMs * 1e6) / bestNsPerOp), MIN_OPS, config.maxOps);
+  return roundUp(ops, quantum);
+}
+
+function roundUp(n: number, quantum = 1): number {
+  return Math.max(quantum, Math.ceil(n / quantum) * quantum);
+}
+
+function addCounters(into: Record<string, number>, add: Record<string, number>): void {
+  for (const [key, value] of Object.entries(add)) into[key] = (into[key] ?? 0) + value;
 }
 
 /** Stable identifier of a case, used for --only matching and to find a case in a child. */
@@ -314,7 +348,8 @@ async function timeBatch(runner: Runner, n: number): Promise<Timing> {
   await runner.run(n);
   const ns = Number(process.hrtime.bigint() - t0);
   const cpu = process.cpuUsage(cpu0);
-  return { ns, cpuNs: (cpu.user + cpu.system) * 1000 };
+  const counters = runner.counters?.();
+  return { ns, cpuNs: (cpu.user + cpu.system) * 1000, counters: counters && { ...counters } };
 }
 
 /** Warm-up runs at least this many full lifecycles (prepare → batches → teardown). */
@@ -338,7 +373,7 @@ const WARMUP_CAP = 5;
 export async function calibrate(c: Case, config: RunConfig): Promise<number> {
   const lifecycleNs = (config.warmupMs * 1e6) / WARMUP_LIFECYCLES;
   let best = Infinity;
-  let n = 256;
+  let n = roundUp(256, c.quantum);
   let spent = 0;
   let opsDone = 0;
   for (let lifecycle = 1; ; lifecycle++) {
@@ -352,7 +387,7 @@ export async function calibrate(c: Case, config: RunConfig): Promise<number> {
         opsDone += n;
         // A batch of maxOps that is still under 20 ms is as long as batches get: use it.
         if (ns >= 20e6 || n >= config.maxOps) best = Math.min(best, ns / n);
-        if (ns < 20e6 && n < config.maxOps) n = Math.min(n * 2, config.maxOps);
+        if (ns < 20e6 && n < config.maxOps) n = Math.min(n * 2, roundUp(config.maxOps, c.quantum));
       }
       spent += spentHere;
     } finally {
@@ -368,6 +403,13 @@ export async function calibrate(c: Case, config: RunConfig): Promise<number> {
 }
 
 /**
+ * The pre-run is a fifth of the sample, and at least this many ops: enough to fill a pool of 10
+ * at any concurrency, few enough that a row doing real I/O (~200 µs per op for PostgreSQL on
+ * this machine) does not spend more time in pre-runs than in samples.
+ */
+const PRERUN_MIN_OPS = 100;
+
+/**
  * One timed sample on a fresh instance. A short untimed pre-run first fills the pool (so
  * resource creation is not billed) and re-warms the code; then a full GC, so every sample
  * starts from the same heap state instead of paying for garbage of the pre-run or setup.
@@ -375,9 +417,15 @@ export async function calibrate(c: Case, config: RunConfig): Promise<number> {
 export async function sampleOnce(c: Case, ops: number): Promise<Timing> {
   const runner = await c.prepare();
   try {
-    await runner.run(Math.max(1000, Math.ceil(ops / 5)));
+    await runner.run(roundUp(Math.max(PRERUN_MIN_OPS, Math.ceil(ops / 5)), c.quantum));
     collectGarbage();
-    return await timeBatch(runner, ops);
+    // Counters cover the timed batch only: the pre-run's are discarded with this snapshot.
+    const before = runner.counters?.();
+    const timing = await timeBatch(runner, ops);
+    if (before !== undefined && timing.counters !== undefined) {
+      for (const key of Object.keys(before)) timing.counters[key]! -= before[key]!;
+    }
+    return timing;
   } finally {
     await runner.teardown();
   }
@@ -476,6 +524,11 @@ export function formatTable(results: CaseResult[]): string {
   for (const row of rows)
     out.push(typeof row === 'string' ? `-- ${row} `.padEnd(total, '-') : line(row));
   for (const note of notes) out.push(`n/a: ${note}`);
+  for (const r of results) {
+    if (r.counters === undefined) continue;
+    const counts = Object.entries(r.counters).map(([key, value]) => `${key}=${value}`);
+    out.push(`counters (timed samples): ${caseId(r)}: ${counts.join(' ')}`);
+  }
   const busy = results.filter((r) => (summarize(r)?.cpuShare ?? 1) < BUSY_CPU_SHARE);
   if (busy.length > 0) {
     out.push(

@@ -95,7 +95,7 @@ const tarn: Subject = {
  *  - `end(cb)`: called when the pool removes the client;
  *  - `release` is attached by pg-pool on each checkout (typed via pg-pool.d.ts).
  */
-class NoIoClient extends EventEmitter {
+export class NoIoClient extends EventEmitter {
   _queryable = true;
   _ending = false;
 

@@ -16,7 +16,10 @@ export interface Resource {
  * a pool that silently destroys and recreates resources per cycle would turn its row into a
  * create/destroy benchmark (pg-pool does exactly that with a client it thinks is broken).
  */
-export function resourceFactory(name: string): {
+export function resourceFactory(
+  name: string,
+  max = MAX,
+): {
   create: () => Promise<Resource>;
   destroy: (r: Resource) => Promise<void>;
   check: () => void;
@@ -25,12 +28,12 @@ export function resourceFactory(name: string): {
   return {
     create: async () => ({ id: created++ }),
     destroy: async () => {},
-    check: () => assertReused(name, created),
+    check: () => assertReused(name, created, max),
   };
 }
 
-export function assertReused(name: string, created: number): void {
-  if (created > MAX) {
-    throw new Error(`${name}: created ${created} resources for max ${MAX}; it is not reusing them`);
+export function assertReused(name: string, created: number, max = MAX): void {
+  if (created > max) {
+    throw new Error(`${name}: created ${created} resources for max ${max}; it is not reusing them`);
   }
 }
