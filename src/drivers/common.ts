@@ -89,3 +89,33 @@ export function bounded<T, U>(promise: Promise<T>, ms: number, onTimeout: () => 
 export function asError(value: unknown): Error {
   return value instanceof Error ? value : new Error(String(value));
 }
+
+/** Calls the user's error observer; a throwing observer must not turn a handled error into a crash. */
+export function notifyError<R>(
+  onError: ((error: Error, resource: R) => void) | undefined,
+  error: Error,
+  resource: R,
+): void {
+  if (onError === undefined) return;
+  try {
+    onError(error, resource);
+  } catch {
+    // Deliberately ignored: see above.
+  }
+}
+
+/** Runs the user's `onConnect`; when it fails, the new connection is closed and the error thrown. */
+export async function runOnConnect<R>(
+  onConnect: ((resource: R) => unknown) | undefined,
+  resource: R,
+  destroy: (resource: R) => Promise<void>,
+): Promise<R> {
+  if (onConnect === undefined) return resource;
+  try {
+    await onConnect(resource);
+  } catch (error) {
+    await destroy(resource);
+    throw error;
+  }
+  return resource;
+}

@@ -19,7 +19,9 @@ import {
   bounded,
   functionOption,
   millisOption,
+  notifyError,
   rejectUnknownKeys,
+  runOnConnect,
   sqlOption,
 } from './common';
 
@@ -136,23 +138,10 @@ export function mysqlFactory(
       // Never removed: see the file comment.
       connection.on('error', (error: Error) => {
         context.markBroken(error);
-        if (onError === undefined) return;
-        try {
-          onError(error, connection);
-        } catch {
-          // A throwing observer must not turn a handled error into a crash.
-        }
+        notifyError(onError, error, connection);
       });
       connection.on('end', () => context.markBroken());
-      if (onConnect !== undefined) {
-        try {
-          await onConnect(connection);
-        } catch (error) {
-          await destroy(connection);
-          throw error;
-        }
-      }
-      return connection;
+      return runOnConnect(onConnect, connection, destroy);
     },
 
     destroy,

@@ -23,7 +23,9 @@ import {
   bounded,
   functionOption,
   millisOption,
+  notifyError,
   rejectUnknownKeys,
+  runOnConnect,
   sqlOption,
 } from './common';
 
@@ -174,13 +176,7 @@ export function pgFactory<C extends Client = Client>(
       // connection, and an EventEmitter without an 'error' listener throws (crashing the process).
       client.on('error', (error: Error) => {
         context.markBroken(error);
-        if (connected && onError !== undefined) {
-          try {
-            onError(error, client);
-          } catch {
-            // A throwing observer must not turn a handled error into a crash.
-          }
-        }
+        if (connected) notifyError(onError, error, client);
       });
       client.on('end', () => context.markBroken());
       const started = performance.now();
@@ -200,15 +196,7 @@ export function pgFactory<C extends Client = Client>(
           context.markBroken(asError(message));
         }
       });
-      if (onConnect !== undefined) {
-        try {
-          await onConnect(client);
-        } catch (error) {
-          await destroy(client);
-          throw error;
-        }
-      }
-      return client;
+      return runOnConnect(onConnect, client, destroy);
     },
 
     destroy,
