@@ -15,6 +15,7 @@ import {
   type PoolOptions,
 } from '../src';
 import { FakeFactory, plainFactory, type FakeResource } from './support/fake-factory';
+import { settle } from './support/settle';
 
 describe('Pool', () => {
   let clock: sinon.SinonFakeTimers;
@@ -37,16 +38,6 @@ describe('Pool', () => {
     const p = new Pool({ factory, ...options });
     pools.push(p);
     return p;
-  }
-
-  /** Settles a promise into a value or an error, without unhandled rejections. */
-  function settle<T>(promise: Promise<T>): { value?: T; error?: Error; done: boolean } {
-    const out: { value?: T; error?: Error; done: boolean } = { done: false };
-    promise.then(
-      (value) => Object.assign(out, { value, done: true }),
-      (error: Error) => Object.assign(out, { error, done: true }),
-    );
-    return out;
   }
 
   describe('sizing', () => {

@@ -105,15 +105,7 @@ function assert(condition: boolean, message: string): asserts condition {
   if (!condition) throw new Error(message);
 }
 
-/** Settles a promise into a value or an error, without unhandled rejections. */
-export function settle<T>(promise: Promise<T>): { value?: T; error?: Error; done: boolean } {
-  const out: { value?: T; error?: Error; done: boolean } = { done: false };
-  promise.then(
-    (value) => Object.assign(out, { value, done: true }),
-    (error: Error) => Object.assign(out, { error, done: true }),
-  );
-  return out;
-}
+export { settle } from '../support/settle';
 
 /** Epoch milliseconds as HrTime, as the instrumentation stamps its spans. */
 export function hr(millis: number): [number, number] {
