@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import sinon from 'sinon';
 import {
   channels,
   formatLeakReport,
@@ -10,21 +9,15 @@ import {
   type PoolOptions,
 } from '../src';
 import { plainFactory, type FakeFactory, type FakeResource } from './support/fake-factory';
+import { useFakeClock } from './support/fake-clock';
 
 describe('leak detection', () => {
-  let clock: sinon.SinonFakeTimers;
+  const env = useFakeClock<Pool<FakeResource>>();
+  const pools = env.open;
   let alerts: Alert[];
-  const pools: Pool<FakeResource>[] = [];
 
   beforeEach(() => {
-    clock = sinon.useFakeTimers();
     alerts = [];
-  });
-  afterEach(async () => {
-    const closing = pools.splice(0).map((p) => p.close());
-    await clock.runAllAsync();
-    await Promise.all(closing);
-    clock.restore();
   });
 
   function pool(factory: FakeFactory, options: Omit<PoolOptions<FakeResource>, 'factory'> = {}) {
@@ -47,9 +40,9 @@ describe('leak detection', () => {
         health: false,
       });
       const lease = await acquireInHandler(p);
-      await clock.tickAsync(4000);
+      await env.clock.tickAsync(4000);
       assert.equal(alerts.length, 0);
-      await clock.tickAsync(1000);
+      await env.clock.tickAsync(1000);
       assert.equal(alerts.length, 1);
       const [suspected] = alerts;
       assert.equal(suspected!.kind, 'leak');
@@ -63,7 +56,7 @@ describe('leak detection', () => {
       assert.match(suspected!.stack!, /^at checkoutHandler .*leaks\.test\.ts/);
       assert.equal(p.stats().suspectedLeaks, 1);
       assert.equal(lease.info.suspected, true);
-      await clock.tickAsync(20_000);
+      await env.clock.tickAsync(20_000);
       assert.equal(alerts.length, 1, 'reported once');
       lease.release();
       assert.equal(alerts.length, 2);
@@ -80,7 +73,7 @@ describe('leak detection', () => {
       try {
         const p = pool(plainFactory(), { leakDetectionThresholdMillis: 1000, health: false });
         const lease = await p.acquire();
-        await clock.tickAsync(1000);
+        await env.clock.tickAsync(1000);
         lease.release();
         assert.deepEqual(
           seen.map((m) => [m.kind, m.pool.name, m.ageMillis]),
@@ -107,7 +100,7 @@ describe('leak detection', () => {
       });
       const lease = await p.acquire();
       const waiting = p.acquire({ timeoutMillis: 60_000 });
-      await clock.tickAsync(10_000);
+      await env.clock.tickAsync(10_000);
       assert.equal(factory.made[0]!.destroyed, true);
       const next = await waiting;
       assert.equal(next.resource.id, 2, 'capacity restored for the waiter');
@@ -162,15 +155,15 @@ describe('leak detection', () => {
       // Relaxed: at most one stack per 10 ms.
       const relaxed = await stacksOf(p, 50);
       assert.equal(relaxed.filter(Boolean).length, 1);
-      await clock.tickAsync(10);
+      await env.clock.tickAsync(10);
       assert.equal((await stacksOf(p, 50)).filter(Boolean).length, 1);
       // A lease held for a quarter of the leak threshold puts the pool under pressure.
       const slow = await p.acquire();
-      await clock.tickAsync(2000);
+      await env.clock.tickAsync(2000);
       const pressured = await stacksOf(p, 5);
       assert.ok(pressured.every(Boolean));
       slow.release();
-      await clock.tickAsync(1000);
+      await env.clock.tickAsync(1000);
       const calm = await stacksOf(p, 8);
       assert.equal(calm.filter(Boolean).length, 1, 'relaxed again');
     });
@@ -188,7 +181,7 @@ describe('leak detection', () => {
       const a = await p.acquire();
       const b = await p.acquire();
       const waiting = p.acquire();
-      await clock.tickAsync(1000);
+      await env.clock.tickAsync(1000);
       const kinds = () => alerts.filter((x) => x.kind !== 'leak').map((x) => x.kind);
       assert.deepEqual(kinds(), ['leak-count', 'exhausted']);
       const leakCount = alerts.find((x) => x.kind === 'leak-count')!;
@@ -198,19 +191,19 @@ describe('leak detection', () => {
         alerts.find((x) => x.kind === 'exhausted')!.message,
         /exhausted: 2\/2 in use and 1 caller\(s\) waiting/,
       );
-      await clock.tickAsync(2000);
+      await env.clock.tickAsync(2000);
       assert.deepEqual(kinds(), ['leak-count', 'exhausted', 'hold-age', 'hold-age']);
-      await clock.tickAsync(5000);
+      await env.clock.tickAsync(5000);
       assert.equal(kinds().length, 4, 'no repeats while the conditions last');
       a.release();
       (await waiting).release();
       b.release();
-      await clock.tickAsync(1000);
+      await env.clock.tickAsync(1000);
       // Conditions cleared; a new exhaustion alerts again.
       const c = await p.acquire();
       const d = await p.acquire();
       const again = p.acquire();
-      await clock.tickAsync(1000);
+      await env.clock.tickAsync(1000);
       assert.equal(kinds().filter((k) => k === 'exhausted').length, 2);
       c.release();
       (await again).release();
@@ -228,7 +221,7 @@ describe('leak detection', () => {
       });
       pools.push(p);
       const lease = await p.acquire();
-      await clock.tickAsync(10);
+      await env.clock.tickAsync(10);
       const raised = p.checkHealth();
       assert.deepEqual(
         raised.map((a) => a.kind),
@@ -248,7 +241,7 @@ describe('leak detection', () => {
       });
       assert.match(formatLeakReport(p.leakReport()), /No leases held: no leaks\./);
       const old = await acquireInHandler(p);
-      await clock.tickAsync(2500);
+      await env.clock.tickAsync(2500);
       const young = await p.acquire();
       const report = p.leakReport();
       assert.deepEqual(

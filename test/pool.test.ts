@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import sinon from 'sinon';
 import {
   AcquireAbortedError,
   AcquireTimeoutError,
@@ -16,20 +15,11 @@ import {
 } from '../src';
 import { FakeFactory, plainFactory, type FakeResource } from './support/fake-factory';
 import { settle } from './support/settle';
+import { useFakeClock } from './support/fake-clock';
 
 describe('Pool', () => {
-  let clock: sinon.SinonFakeTimers;
-  const pools: Pool<FakeResource>[] = [];
-
-  beforeEach(() => {
-    clock = sinon.useFakeTimers();
-  });
-  afterEach(async () => {
-    const closing = pools.splice(0).map((p) => p.close());
-    await clock.runAllAsync();
-    await Promise.all(closing);
-    clock.restore();
-  });
+  const env = useFakeClock<Pool<FakeResource>>();
+  const pools = env.open;
 
   function pool(
     factory: FakeFactory,
@@ -61,12 +51,12 @@ describe('Pool', () => {
       const factory = plainFactory();
       factory.failCreates = 2;
       const p = pool(factory, { min: 2, max: 4 });
-      await clock.tickAsync(0);
+      await env.clock.tickAsync(0);
       // Both initial creates failed; the retry waits for a backoff of 100 ms.
       assert.equal(p.stats().size, 0);
-      await clock.tickAsync(99);
+      await env.clock.tickAsync(99);
       assert.equal(factory.made.length, 0);
-      await clock.tickAsync(1);
+      await env.clock.tickAsync(1);
       assert.equal(p.stats().size, 2);
       assert.equal(p.stats().idle, 2);
     });
@@ -77,17 +67,17 @@ describe('Pool', () => {
       const p = pool(factory, { max: 3 });
       const all = Array.from({ length: 10 }, () => settle(p.acquire()));
       assert.equal(p.stats().creating, 3);
-      await clock.tickAsync(10);
+      await env.clock.tickAsync(10);
       assert.equal(factory.made.length, 3);
       assert.equal(all.filter((s) => s.done).length, 3);
       for (const s of all.filter((s) => s.done)) s.value!.release();
-      await clock.tickAsync(0);
+      await env.clock.tickAsync(0);
       assert.equal(all.filter((s) => s.done).length, 6);
       assert.equal(factory.made.length, 3);
       for (const s of all) if (s.value?.active) s.value.release();
-      await clock.tickAsync(0);
+      await env.clock.tickAsync(0);
       for (const s of all) if (s.value?.active) s.value.release();
-      await clock.tickAsync(0);
+      await env.clock.tickAsync(0);
       for (const s of all) if (s.value?.active) s.value.release();
       assert.ok(all.every((s) => s.done && s.error === undefined));
     });
@@ -115,11 +105,11 @@ describe('Pool', () => {
       const holder = await (async function holdingFunction() {
         return p.acquire();
       })();
-      await clock.tickAsync(5000);
+      await env.clock.tickAsync(5000);
       const waiting = settle(p.acquire());
-      await clock.tickAsync(999);
+      await env.clock.tickAsync(999);
       assert.equal(waiting.done, false);
-      await clock.tickAsync(1);
+      await env.clock.tickAsync(1);
       assert.ok(waiting.error instanceof AcquireTimeoutError);
       assert.equal((waiting.error as AcquireTimeoutError).code, 'POOL_ACQUIRE_TIMEOUT');
       const message = waiting.error.message;
@@ -139,7 +129,7 @@ describe('Pool', () => {
       factory.failCreates = 1;
       held.destroy(); // capacity is back, but the next create fails in the background for nobody
       const waiting = settle(p.acquire({ timeoutMillis: 100 }));
-      await clock.tickAsync(0);
+      await env.clock.tickAsync(0);
       // The create for this waiter failed: the waiter gets the failure at once, not a timeout.
       assert.ok(waiting.error instanceof CreateFailedError);
       assert.equal((waiting.error as CreateFailedError).code, 'POOL_CREATE_FAILED');
@@ -160,12 +150,12 @@ describe('Pool', () => {
       const held = await p.acquire();
       const slow = settle(p.acquire());
       const fast = settle(p.acquire({ timeoutMillis: 50 }));
-      assert.equal(clock.countTimers(), 2, 'housekeeping tick + one waiter timer');
-      await clock.tickAsync(50);
+      assert.equal(env.clock.countTimers(), 2, 'housekeeping tick + one waiter timer');
+      await env.clock.tickAsync(50);
       assert.ok(fast.error instanceof AcquireTimeoutError);
       assert.equal(slow.done, false);
       held.release();
-      await clock.tickAsync(0);
+      await env.clock.tickAsync(0);
       assert.ok(slow.value instanceof Lease);
       slow.value.release();
     });
@@ -181,12 +171,12 @@ describe('Pool', () => {
       const already = settle(p.acquire({ signal: AbortSignal.abort('nope') }));
       const controller = new AbortController();
       const waiting = settle(p.acquire({ signal: controller.signal }));
-      await clock.tickAsync(0);
+      await env.clock.tickAsync(0);
       assert.ok(already.error instanceof AcquireAbortedError);
       assert.equal(already.error.cause, 'nope');
       assert.equal(waiting.done, false);
       controller.abort(new Error('client went away'));
-      await clock.tickAsync(0);
+      await env.clock.tickAsync(0);
       assert.ok(waiting.error instanceof AcquireAbortedError);
       assert.equal((waiting.error as AcquireAbortedError).code, 'POOL_ACQUIRE_ABORTED');
       assert.equal(p.stats().pending, 0);
@@ -201,11 +191,11 @@ describe('Pool', () => {
       const waiter = settle(p.acquire());
       held.release();
       const newcomer = settle(p.acquire());
-      await clock.tickAsync(0);
+      await env.clock.tickAsync(0);
       assert.ok(waiter.value);
       assert.equal(newcomer.done, false);
       waiter.value.release();
-      await clock.tickAsync(0);
+      await env.clock.tickAsync(0);
       assert.ok(newcomer.value);
       newcomer.value.release();
     });
@@ -243,7 +233,7 @@ describe('Pool', () => {
         acquireTimeoutMillis: 10,
       });
       const nested = settle(off.use(() => off.acquire()));
-      await clock.tickAsync(10);
+      await env.clock.tickAsync(10);
       assert.ok(nested.error instanceof AcquireTimeoutError);
     });
   });
@@ -296,7 +286,7 @@ describe('Pool', () => {
       const lease = await p.acquire();
       const first = lease.resource;
       lease.destroy(new Error('socket hang up'));
-      await clock.tickAsync(0);
+      await env.clock.tickAsync(0);
       assert.equal(first.destroyed, true);
       const next = await p.acquire();
       assert.notEqual(next.resource.id, first.id);
@@ -326,7 +316,7 @@ describe('Pool', () => {
         }),
         /query failed/,
       );
-      await clock.tickAsync(0);
+      await env.clock.tickAsync(0);
       assert.equal(factory.made[0]!.destroyed, true);
       assert.deepEqual([p.stats().used, p.stats().size], [0, 0]);
     });
@@ -339,12 +329,12 @@ describe('Pool', () => {
       b.release();
       const idleOne = factory.made[1]!;
       idleOne.context.markBroken(new Error('server closed the connection'));
-      await clock.tickAsync(0);
+      await env.clock.tickAsync(0);
       assert.equal(idleOne.destroyed, true);
       assert.equal(p.stats().idle, 0);
       a.resource.context.markBroken();
       a.release();
-      await clock.tickAsync(0);
+      await env.clock.tickAsync(0);
       assert.equal(factory.made[0]!.destroyed, true);
       assert.equal(p.stats().size, 0);
     });
@@ -359,7 +349,7 @@ describe('Pool', () => {
       // Fresh returns are not validated.
       (await p.acquire()).release();
       assert.equal(factory.validateCalls, 0);
-      await clock.tickAsync(500);
+      await env.clock.tickAsync(500);
       factory.invalid.add(3); // the warmest idle one (LIFO) is dead
       const lease = await p.acquire();
       assert.equal(lease.resource.id, 2);
@@ -387,12 +377,12 @@ describe('Pool', () => {
       (await p.acquire()).release();
       factory.validate = () => new Promise<boolean>(() => {}) as unknown as boolean;
       const first = settle(p.acquire());
-      await clock.tickAsync(100);
+      await env.clock.tickAsync(100);
       assert.ok(first.error instanceof AcquireTimeoutError, 'timed out while validating');
       const second = settle(p.acquire({ timeoutMillis: 10_000 }));
-      await clock.tickAsync(0);
+      await env.clock.tickAsync(0);
       void p.close();
-      await clock.tickAsync(0);
+      await env.clock.tickAsync(0);
       assert.ok(
         second.error instanceof PoolClosedError,
         'close() rejects a waiter being validated',
@@ -409,12 +399,12 @@ describe('Pool', () => {
       const a = await p.acquire();
       a.release();
       assert.equal(p.stats().idle, 0, 'not idle until reset finished');
-      await clock.tickAsync(0);
+      await env.clock.tickAsync(0);
       assert.equal(p.stats().idle, 1);
       const b = await p.acquire();
       assert.equal(b.resource.resets, 1);
       b.release();
-      await clock.tickAsync(0);
+      await env.clock.tickAsync(0);
       assert.equal(factory.made[0]!.destroyed, true);
     });
   });
@@ -428,7 +418,7 @@ describe('Pool', () => {
       const b = await p.acquire();
       a.release();
       b.release();
-      await clock.tickAsync(0);
+      await env.clock.tickAsync(0);
       assert.equal(factory.made[0]!.destroyed, true);
       assert.equal(factory.made[1]!.destroyed, false);
       assert.deepEqual([p.stats().size, p.stats().idle], [1, 1]);
@@ -442,14 +432,14 @@ describe('Pool', () => {
       const lease = await p.acquire();
       lease.release();
       const waiting = settle(p.acquire());
-      await clock.tickAsync(0);
+      await env.clock.tickAsync(0);
       assert.equal(p.stats().creating, 0, 'the resetting resource will serve the waiter');
       finishReset();
-      await clock.tickAsync(0);
+      await env.clock.tickAsync(0);
       assert.equal(waiting.value!.resource.id, 1);
       assert.equal(factory.made.length, 1);
       waiting.value!.release();
-      await clock.tickAsync(0);
+      await env.clock.tickAsync(0);
       finishReset();
     });
 
@@ -462,7 +452,7 @@ describe('Pool', () => {
         (await p.acquire()).release();
         const cause = new Error('terminating connection due to administrator command');
         factory.made[0]!.context.markBroken(cause);
-        await clock.tickAsync(0);
+        await env.clock.tickAsync(0);
         assert.deepEqual(
           destroyed.map((m) => [m.reason, m.error]),
           [['broken', cause]],
@@ -477,12 +467,12 @@ describe('Pool', () => {
     it('destroys idle resources above min after idleTimeoutMillis', async () => {
       const factory = plainFactory();
       const p = pool(factory, { min: 1, max: 3, idleTimeoutMillis: 5000 });
-      await clock.tickAsync(0);
+      await env.clock.tickAsync(0);
       const leases = await Promise.all([p.acquire(), p.acquire(), p.acquire()]);
       for (const l of leases) l.release();
-      await clock.tickAsync(4000);
+      await env.clock.tickAsync(4000);
       assert.equal(p.stats().size, 3);
-      await clock.tickAsync(2000);
+      await env.clock.tickAsync(2000);
       assert.equal(p.stats().size, 1, 'keeps min');
     });
 
@@ -492,11 +482,11 @@ describe('Pool', () => {
       const held = await p.acquire();
       const idle = await p.acquire();
       idle.release();
-      await clock.tickAsync(61_000);
+      await env.clock.tickAsync(61_000);
       assert.equal(factory.made[1]!.destroyed, true, 'idle one retired');
       assert.equal(factory.made[0]!.destroyed, false, 'held one untouched');
       held.release();
-      await clock.tickAsync(0);
+      await env.clock.tickAsync(0);
       assert.equal(factory.made[0]!.destroyed, true, 'retired on release');
     });
   });
@@ -509,7 +499,7 @@ describe('Pool', () => {
       const waiting = settle(p.acquire());
       const closing = p.close();
       assert.equal(p.close(), closing);
-      await clock.tickAsync(0);
+      await env.clock.tickAsync(0);
       assert.ok(waiting.error instanceof PoolClosedError);
       await assert.rejects(
         p.acquire(),
@@ -529,9 +519,9 @@ describe('Pool', () => {
       const p = pool(factory, { closeTimeoutMillis: 1000, captureStacks: 'always' });
       const lease = await p.acquire();
       const closing = settle(p.close());
-      await clock.tickAsync(999);
+      await env.clock.tickAsync(999);
       assert.equal(closing.done, false);
-      await clock.tickAsync(1);
+      await env.clock.tickAsync(1);
       assert.equal(closing.value!.forced.length, 1);
       assert.match(closing.value!.forced[0]!.stack!, /pool\.test\.ts/);
       assert.equal(factory.live.length, 0);
@@ -548,7 +538,7 @@ describe('Pool', () => {
       factory.createDelayMillis = 100;
       const p = pool(factory, { min: 2 });
       const closing = p.close();
-      await clock.tickAsync(100);
+      await env.clock.tickAsync(100);
       await closing;
       assert.equal(factory.made.length, 2);
       assert.equal(factory.live.length, 0);
@@ -584,10 +574,10 @@ describe('Pool', () => {
       const b = await p.acquire();
       const late = settle(p.acquire());
       assert.equal(p.stats().pending, 1);
-      await clock.tickAsync(10);
+      await env.clock.tickAsync(10);
       assert.ok(late.error);
       b.destroy();
-      await clock.tickAsync(0);
+      await env.clock.tickAsync(0);
       assert.deepEqual(
         { ...p.stats() },
         {

@@ -1,25 +1,17 @@
 import assert from 'node:assert/strict';
 import { SeverityNumber } from '@opentelemetry/api-logs';
-import sinon from 'sinon';
 import { Pool, type Alert, type PoolOptions } from '../../src';
 import { plainFactory, type FakeResource } from '../support/fake-factory';
 import { hr, Telemetry } from './telemetry';
+import { useFakeClock } from '../support/fake-clock';
 
 const T0 = 1_700_000_000_000;
 
 describe('PoolInstrumentation: logs', () => {
-  let clock: sinon.SinonFakeTimers;
+  const env = useFakeClock<Pool<FakeResource>>({ now: T0 });
+  const pools = env.open;
   let telemetry: Telemetry | undefined;
-  const pools: Pool<FakeResource>[] = [];
-
-  beforeEach(() => {
-    clock = sinon.useFakeTimers({ now: T0 });
-  });
   afterEach(async () => {
-    const closing = pools.splice(0).map((p) => p.close());
-    await clock.runAllAsync();
-    await Promise.all(closing);
-    clock.restore();
     await telemetry?.shutdown();
     telemetry = undefined;
   });
@@ -48,7 +40,7 @@ describe('PoolInstrumentation: logs', () => {
     });
     const id = lease.info.id;
     const waiting = p.acquire(); // exhausts the pool
-    await clock.tickAsync(2000);
+    await env.clock.tickAsync(2000);
     lease.release(); // returned late, and the waiter is served
     (await waiting).release();
     await p.close();
@@ -131,7 +123,7 @@ describe('PoolInstrumentation: logs', () => {
       span.end();
       return span.spanContext();
     });
-    await clock.tickAsync(1000);
+    await env.clock.tickAsync(1000);
     const [record] = t.logs();
     assert.equal(record!.eventName, 'poolwatch.leak.reclaimed');
     assert.equal(record!.severityNumber, SeverityNumber.ERROR);

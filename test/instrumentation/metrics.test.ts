@@ -12,24 +12,17 @@ import sinon from 'sinon';
 import { Pool, type PoolOptions } from '../../src';
 import { plainFactory, type FakeFactory, type FakeResource } from '../support/fake-factory';
 import { ManualReader, points, settle, Telemetry } from './telemetry';
+import { useFakeClock } from '../support/fake-clock';
 
 const BUCKETS = [
   0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
 ];
 
 describe('PoolInstrumentation: metrics', () => {
-  let clock: sinon.SinonFakeTimers;
+  const env = useFakeClock<Pool<FakeResource>>();
+  const pools = env.open;
   let telemetry: Telemetry | undefined;
-  const pools: Pool<FakeResource>[] = [];
-
-  beforeEach(() => {
-    clock = sinon.useFakeTimers();
-  });
   afterEach(async () => {
-    const closing = pools.splice(0).map((p) => p.close());
-    await clock.runAllAsync();
-    await Promise.all(closing);
-    clock.restore();
     await telemetry?.shutdown();
     telemetry = undefined;
   });
@@ -55,12 +48,12 @@ describe('PoolInstrumentation: metrics', () => {
     const slow = plainFactory();
     slow.createDelayMillis = 20;
     const a = pool({ name: 'a', min: 1, max: 4 }, slow);
-    await clock.tickAsync(20); // min refill: one idle
+    await env.clock.tickAsync(20); // min refill: one idle
     const a1 = await a.acquire(); // idle: no wait
     const a2Waiting = a.acquire(); // creates: waits 20 ms
-    await clock.tickAsync(20);
+    await env.clock.tickAsync(20);
     const a2 = await a2Waiting;
-    await clock.tickAsync(100);
+    await env.clock.tickAsync(100);
     a2.release(); // held 100 ms
     const b = pool({ name: 'b', max: 1 });
     const b1 = await b.acquire();
@@ -181,9 +174,9 @@ describe('PoolInstrumentation: metrics', () => {
     const a = await p.acquire();
     const b = await p.acquire();
     const late = settle(p.acquire({ timeoutMillis: 10 }));
-    await clock.tickAsync(10);
+    await env.clock.tickAsync(10);
     assert.equal(late.error?.name, 'AcquireTimeoutError');
-    await clock.tickAsync(990);
+    await env.clock.tickAsync(990);
     assert.equal(p.stats().suspectedLeaks, 2);
     a.release(); // returned late: no longer suspected, and not counted again
 

@@ -12,23 +12,16 @@ import {
 } from '../../src';
 import { plainFactory, type FakeFactory, type FakeResource } from '../support/fake-factory';
 import { hr, settle, Telemetry } from './telemetry';
+import { useFakeClock } from '../support/fake-clock';
 
 const T0 = 1_700_000_000_000;
 const SERVER = { system: 'postgresql', address: 'db.internal', port: 5432, namespace: 'app' };
 
 describe('PoolInstrumentation: traces', () => {
-  let clock: sinon.SinonFakeTimers;
+  const env = useFakeClock<Pool<FakeResource>>({ now: T0 });
+  const pools = env.open;
   let telemetry: Telemetry | undefined;
-  const pools: Pool<FakeResource>[] = [];
-
-  beforeEach(() => {
-    clock = sinon.useFakeTimers({ now: T0 });
-  });
   afterEach(async () => {
-    const closing = pools.splice(0).map((p) => p.close());
-    await clock.runAllAsync();
-    await Promise.all(closing);
-    clock.restore();
     await telemetry?.shutdown();
     telemetry = undefined;
     sinon.restore();
@@ -70,7 +63,7 @@ describe('PoolInstrumentation: traces', () => {
     const parentId = await inParent(t, async () => {
       const lease = await p.acquire();
       info = lease.info;
-      await clock.tickAsync(250);
+      await env.clock.tickAsync(250);
       lease.release();
     });
 
@@ -108,7 +101,7 @@ describe('PoolInstrumentation: traces', () => {
       const lease = await p.acquire();
       lease.release();
     });
-    await clock.tickAsync(40);
+    await env.clock.tickAsync(40);
     // Released under an unrelated span: the lease goes to the waiter from this context.
     const releaserParent = await inParent(t, async () => first.release());
     waiterParent = await waiting;
@@ -170,7 +163,7 @@ describe('PoolInstrumentation: traces', () => {
     const parentId = await inParent(t, async () => {
       const first = await p.acquire();
       const waiting = p.acquire();
-      await clock.tickAsync(100);
+      await env.clock.tickAsync(100);
       first.release();
       const lease = await waiting;
       second = lease.info;
@@ -192,7 +185,7 @@ describe('PoolInstrumentation: traces', () => {
     t.spanExporter.reset();
     const held = await p.acquire();
     const timedOut = settle(p.acquire({ timeoutMillis: 50 }));
-    await clock.tickAsync(50);
+    await env.clock.tickAsync(50);
     assert.equal(timedOut.error?.name, 'AcquireTimeoutError');
     const timeoutSpan = t.spans('poolwatch.acquire')[1]!;
     assert.equal(timeoutSpan.status.code, SpanStatusCode.ERROR);
@@ -235,13 +228,13 @@ describe('PoolInstrumentation: traces', () => {
     t.spanExporter.reset();
     factory.createDelayMillis = 1000;
     const late = settle(p2.acquire({ timeoutMillis: 50 }));
-    await clock.tickAsync(50);
+    await env.clock.tickAsync(50);
     assert.match(late.error!.message, /password authentication failed/);
     const lateSpan = only(t.spans('poolwatch.acquire'));
     assert.equal(lateSpan.attributes['error.type'], 'POOL_ACQUIRE_TIMEOUT');
     assert.deepEqual(lateSpan.events[0]!.attributes, { 'exception.type': 'AcquireTimeoutError' });
     assert.equal(lateSpan.status.message, 'POOL_ACQUIRE_TIMEOUT');
-    await clock.tickAsync(1000); // the slow create finishes
+    await env.clock.tickAsync(1000); // the slow create finishes
   });
 
   it('adds a suspected-leak event with age and stack, then a returned event', async () => {
@@ -251,9 +244,9 @@ describe('PoolInstrumentation: traces', () => {
     await inParent(t, async () => {
       lease = await acquireHere(p);
     });
-    await clock.tickAsync(2000);
+    await env.clock.tickAsync(2000);
     assert.equal(p.stats().suspectedLeaks, 1);
-    await clock.tickAsync(500);
+    await env.clock.tickAsync(500);
     lease.release();
 
     const hold = only(t.spans('poolwatch.hold'));
@@ -274,7 +267,7 @@ describe('PoolInstrumentation: traces', () => {
     const t = setup({ captureStacks: false });
     const p = pool({ leakDetectionThresholdMillis: 1000, captureStacks: 'always' });
     const lease = await p.acquire();
-    await clock.tickAsync(1000);
+    await env.clock.tickAsync(1000);
     lease.release();
     const [suspected] = only(t.spans('poolwatch.hold')).events;
     assert.deepEqual(suspected!.attributes, { 'poolwatch.lease.age': 1 });
@@ -285,7 +278,7 @@ describe('PoolInstrumentation: traces', () => {
     const t = setup();
     const p = pool({ leakDetectionThresholdMillis: 1000, reclaimAfterMillis: 3000 });
     const lease = await p.acquire();
-    await clock.tickAsync(3000);
+    await env.clock.tickAsync(3000);
     assert.equal(lease.active, false);
     const hold = only(t.spans('poolwatch.hold'));
     assert.deepEqual(
@@ -307,7 +300,7 @@ describe('PoolInstrumentation: traces', () => {
     const b = await p.acquire();
     a.destroy(new Error('broken'));
     const closed = p.close();
-    await clock.tickAsync(100);
+    await env.clock.tickAsync(100);
     await closed;
     assert.equal(b.active, false);
     const outcomes = t
