@@ -111,7 +111,7 @@ function count(name: string, value: unknown, fallback: number, least: number): n
   if (value === undefined) return fallback;
   if (typeof value !== 'number' || !Number.isInteger(value) || value < least) {
     throw new InvalidOptionError(
-      `Option "${name}" must be a whole number >= ${least}, got ${describe(value)}.`,
+      `Option "${name}" must be a whole number >= ${least}, got ${describeValue(value)}.`,
     );
   }
   return value;
@@ -127,7 +127,7 @@ function millis(name: string, value: unknown, fallback: number, allowInfinity = 
     throw new InvalidOptionError(
       `Option "${name}" must be a duration in milliseconds >= 0` +
         (allowInfinity ? ' (or Infinity)' : '') +
-        `, got ${describe(value)}.`,
+        `, got ${describeValue(value)}.`,
     );
   }
   return value;
@@ -136,24 +136,42 @@ function millis(name: string, value: unknown, fallback: number, allowInfinity = 
 function flag(name: string, value: unknown, fallback: boolean): boolean {
   if (value === undefined) return fallback;
   if (typeof value !== 'boolean') {
-    throw new InvalidOptionError(`Option "${name}" must be true or false, got ${describe(value)}.`);
+    throw new InvalidOptionError(
+      `Option "${name}" must be true or false, got ${describeValue(value)}.`,
+    );
   }
   return value;
 }
 
-function describe(value: unknown): string {
+/** A bad value as an error message shows it. */
+export function describeValue(value: unknown): string {
   return typeof value === 'string' ? JSON.stringify(value) : String(value);
 }
 
-function stackEvery(value: unknown): number {
+/** Throws `InvalidOptionError` for a key of `options` not in `known` (no suggestion). */
+export function rejectUnknownKeys(options: object, known: readonly string[], where: string): void {
+  for (const key of Object.keys(options)) {
+    if (!known.includes(key)) {
+      throw new InvalidOptionError(
+        `Unknown ${where} option "${key}". Known options: ${known.join(', ')}.`,
+      );
+    }
+  }
+}
+
+/**
+ * A `StackCapture` option as the sampler's number: 0 never, 1 always, N one in N, -1 auto
+ * (also for undefined). `name` is the option's full name, for the error.
+ */
+export function parseStackCapture(value: unknown, name = 'captureStacks'): number {
   if (value === undefined || value === 'auto') return -1;
   if (value === 'always') return 1;
   if (value === 'never') return 0;
   if (typeof value === 'object' && value !== null && 'oneIn' in value) {
-    return count('captureStacks.oneIn', (value as { oneIn: unknown }).oneIn, 1, 1);
+    return count(`${name}.oneIn`, (value as { oneIn: unknown }).oneIn, 1, 1);
   }
   throw new InvalidOptionError(
-    `Option "captureStacks" must be 'auto', 'always', 'never' or { oneIn: N }, got ${describe(value)}.`,
+    `Option "${name}" must be 'auto', 'always', 'never' or { oneIn: N }, got ${describeValue(value)}.`,
   );
 }
 
@@ -161,7 +179,7 @@ function resolveHealth(value: unknown): ResolvedHealth | undefined {
   if (value === false) return undefined;
   if (value !== undefined && (typeof value !== 'object' || value === null)) {
     throw new InvalidOptionError(
-      `Option "health" must be an object or false, got ${describe(value)}.`,
+      `Option "health" must be an object or false, got ${describeValue(value)}.`,
     );
   }
   const h = (value ?? {}) as HealthOptions;
@@ -214,7 +232,7 @@ export function resolveOptions<T>(options: PoolOptions<T>): ResolvedOptions<T> {
   }
   if (options.name !== undefined && (typeof options.name !== 'string' || options.name === '')) {
     throw new InvalidOptionError(
-      `Option "name" must be a non-empty string, got ${describe(options.name)}.`,
+      `Option "name" must be a non-empty string, got ${describeValue(options.name)}.`,
     );
   }
   const max = count('max', options.max, DEFAULTS.max, 1);
@@ -275,7 +293,7 @@ export function resolveOptions<T>(options: PoolOptions<T>): ResolvedOptions<T> {
       options.detectCollectedLeaks,
       DEFAULTS.detectCollectedLeaks,
     ),
-    stackEvery: stackEvery(options.captureStacks),
+    stackEvery: parseStackCapture(options.captureStacks),
     detectSelfDeadlock: flag(
       'detectSelfDeadlock',
       options.detectSelfDeadlock,

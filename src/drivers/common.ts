@@ -3,17 +3,7 @@
  * own options) and bounded waits for driver calls that can otherwise wait forever.
  */
 import { InvalidOptionError } from '../errors';
-
-/** Throws `InvalidOptionError` for a key of `options` not in `known`. */
-export function rejectUnknownKeys(options: object, known: readonly string[], where: string): void {
-  for (const key of Object.keys(options)) {
-    if (!known.includes(key)) {
-      throw new InvalidOptionError(
-        `Unknown ${where} option "${key}". Known options: ${known.join(', ')}.`,
-      );
-    }
-  }
-}
+import { describeValue } from '../options';
 
 /** A duration option: a finite number >= 0 (or > 0 with `positive`), else the fallback. */
 export function millisOption(
@@ -31,7 +21,7 @@ export function millisOption(
     (positive && value === 0)
   ) {
     throw new InvalidOptionError(
-      `${where} option "${name}" must be a duration in milliseconds ${positive ? '> 0' : '>= 0'}, got ${describe(value)}.`,
+      `${where} option "${name}" must be a duration in milliseconds ${positive ? '> 0' : '>= 0'}, got ${describeValue(value)}.`,
     );
   }
   return value;
@@ -45,7 +35,7 @@ export function functionOption<F>(
 ): F | undefined {
   if (value !== undefined && typeof value !== 'function') {
     throw new InvalidOptionError(
-      `${where} option "${name}" must be a function, got ${describe(value)}.`,
+      `${where} option "${name}" must be a function, got ${describeValue(value)}.`,
     );
   }
   return value;
@@ -64,12 +54,8 @@ export function sqlOption<D extends string | false | undefined>(
     return value as string | D;
   }
   throw new InvalidOptionError(
-    `${where} option "${name}" must be a non-empty SQL string${allowFalse ? ' or false' : ''}, got ${describe(value)}.`,
+    `${where} option "${name}" must be a non-empty SQL string${allowFalse ? ' or false' : ''}, got ${describeValue(value)}.`,
   );
-}
-
-function describe(value: unknown): string {
-  return typeof value === 'string' ? JSON.stringify(value) : String(value);
 }
 
 /**

@@ -20,10 +20,10 @@ import {
   functionOption,
   millisOption,
   notifyError,
-  rejectUnknownKeys,
   runOnConnect,
   sqlOption,
 } from './common';
+import { rejectUnknownKeys } from '../options';
 
 export interface MysqlFactoryOptions {
   /**

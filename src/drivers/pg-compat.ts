@@ -35,7 +35,8 @@ import type {
 import { InvalidOptionError } from '../errors';
 import { Pool, type Lease } from '../pool';
 import type { LeaseInfo, PoolOptions, ResourceFactory } from '../types';
-import { asError, rejectUnknownKeys } from './common';
+import { rejectUnknownKeys } from '../options';
+import { asError } from './common';
 import { isPgClientUsable, pgFactory, type PgFactoryOptions } from './pg';
 
 /** poolwatch options for a `PgPool`: the pool's own (minus `factory`) and the adapter's. */

@@ -24,10 +24,10 @@ import {
   functionOption,
   millisOption,
   notifyError,
-  rejectUnknownKeys,
   runOnConnect,
   sqlOption,
 } from './common';
+import { rejectUnknownKeys } from '../options';
 
 /** What the factory needs from a client class: `pg.Client` or a subclass. */
 export type PgClientConstructor<C extends Client = Client> = new (config: ClientConfig) => C;

@@ -16,6 +16,7 @@
  * left in place as a pass-through (and reused by the next enable).
  */
 import { InvalidOptionError } from '../errors';
+import { describeValue, parseStackCapture, rejectUnknownKeys } from '../options';
 import type { StackCapture } from '../types';
 import {
   WatchedPgPool,
@@ -233,7 +234,7 @@ export const PG_POOL_DEFAULTS = {
   captureStacks: 'auto' as StackCapture,
 } as const;
 
-const PG_POOL_KEYS = new Set(['leakDetectionThresholdMillis', 'captureStacks', 'poolName']);
+const PG_POOL_KEYS = ['leakDetectionThresholdMillis', 'captureStacks', 'poolName'];
 
 /**
  * Validates `PoolInstrumentationConfig.pgPool` and fills in the defaults: `undefined` when it is
@@ -243,54 +244,30 @@ export function resolvePgPoolOptions(value: unknown): ResolvedPgPoolOptions | un
   if (value === false) return undefined;
   if (value !== undefined && (typeof value !== 'object' || value === null)) {
     throw new InvalidOptionError(
-      `Option "pgPool" must be an object or false, got ${describe(value)}.`,
+      `Option "pgPool" must be an object or false, got ${describeValue(value)}.`,
     );
   }
   const o = (value ?? {}) as Record<string, unknown>;
-  for (const key of Object.keys(o)) {
-    if (!PG_POOL_KEYS.has(key)) {
-      throw new InvalidOptionError(
-        `Unknown pgPool option "${key}". Known options: ${[...PG_POOL_KEYS].join(', ')}.`,
-      );
-    }
-  }
+  rejectUnknownKeys(o, PG_POOL_KEYS, 'pgPool');
   const threshold = o.leakDetectionThresholdMillis ?? PG_POOL_DEFAULTS.leakDetectionThresholdMillis;
   if (typeof threshold !== 'number' || !(threshold >= 0) || !Number.isFinite(threshold)) {
     throw new InvalidOptionError(
       `Option "pgPool.leakDetectionThresholdMillis" must be a duration in milliseconds >= 0 ` +
-        `(0 turns detection off), got ${describe(threshold)}.`,
+        `(0 turns detection off), got ${describeValue(threshold)}.`,
     );
   }
   const poolName = o.poolName;
   if (poolName !== undefined && typeof poolName !== 'function') {
     throw new InvalidOptionError(
-      `Option "pgPool.poolName" must be a function, got ${describe(poolName)}.`,
+      `Option "pgPool.poolName" must be a function, got ${describeValue(poolName)}.`,
     );
   }
   return {
     leakDetectionThresholdMillis: threshold,
-    stackEvery: stackEveryOf(o.captureStacks ?? PG_POOL_DEFAULTS.captureStacks),
+    stackEvery: parseStackCapture(
+      o.captureStacks ?? PG_POOL_DEFAULTS.captureStacks,
+      'pgPool.captureStacks',
+    ),
     poolName: poolName as ResolvedPgPoolOptions['poolName'],
   };
-}
-
-function stackEveryOf(value: unknown): number {
-  if (value === 'auto') return -1;
-  if (value === 'always') return 1;
-  if (value === 'never') return 0;
-  if (typeof value === 'object' && value !== null && 'oneIn' in value) {
-    const oneIn = (value as { oneIn: unknown }).oneIn;
-    if (typeof oneIn === 'number' && Number.isInteger(oneIn) && oneIn >= 1) return oneIn;
-    throw new InvalidOptionError(
-      `Option "pgPool.captureStacks.oneIn" must be a whole number >= 1, got ${describe(oneIn)}.`,
-    );
-  }
-  throw new InvalidOptionError(
-    `Option "pgPool.captureStacks" must be 'auto', 'always', 'never' or { oneIn: N }, ` +
-      `got ${describe(value)}.`,
-  );
-}
-
-function describe(value: unknown): string {
-  return typeof value === 'string' ? JSON.stringify(value) : String(value);
 }
