@@ -301,6 +301,8 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
   #lastHealthCheck: number;
   #leakCountAlerted = false;
   #exhaustedAlerted = false;
+  /** Timeouts counted at the last tick: one since then keeps the pool under pressure. */
+  #timeoutsAtTick = 0;
 
   /** Under pressure, `captureStacks: 'auto'` captures every acquire. */
   readonly #stacks: StackSampler;
@@ -982,7 +984,6 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
       this.checkHealth();
     }
   }
-  #timeoutsAtTick = 0;
 
   /**
    * Starts watching a held lease for collection, and lets go of it: from now on only the caller
