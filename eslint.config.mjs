@@ -1,6 +1,30 @@
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
+/** Files matching `files` may import `forbidden` modules for their types only. */
+function layer(files, forbidden) {
+  return [
+    {
+      files: [files],
+      rules: {
+        '@typescript-eslint/no-restricted-imports': [
+          'error',
+          {
+            patterns: [
+              {
+                group: forbidden,
+                allowTypeImports: true,
+                message:
+                  'This layer may not depend on that one (types excepted): see the README layout.',
+              },
+            ],
+          },
+        ],
+      },
+    },
+  ];
+}
+
 export default tseslint.config(
   {
     ignores: [
@@ -27,6 +51,19 @@ export default tseslint.config(
       ],
     },
   },
+  // The layout, enforced: the pool hands out resources, the lease-watching core (src/watch) finds
+  // leaks and publishes events, adapters feed other libraries' pools into the core, and only
+  // src/instrumentation knows OpenTelemetry (see README, "How the code is laid out").
+  ...layer('src/watch/**/*.ts', [
+    '../pool',
+    '../drivers/*',
+    '../adapters/*',
+    '../instrumentation/*',
+    '../leak-tracker',
+  ]),
+  ...layer('src/pool.ts', ['./drivers/*', './adapters/*', './instrumentation/*']),
+  ...layer('src/adapters/**/*.ts', ['../pool', '../drivers/*', '../instrumentation/*']),
+  ...layer('src/drivers/**/*.ts', ['../adapters/*', '../instrumentation/*']),
   {
     files: ['test/**/*.ts', 'bench/**/*.ts'],
     rules: {

@@ -1,4 +1,5 @@
-import { captureStack, formatStack, type CapturedStack } from './stack';
+import { CollectionWatch } from './watch/collect';
+import { captureStack, formatStack, type CapturedStack } from './watch/stack';
 
 /** One tracked object, as `LeakTracker.live()` reports it. */
 export interface TrackedInfo {
@@ -32,22 +33,23 @@ interface Record {
 /**
  * Tracks live objects by name and kind, with their age and the stack that created them, without
  * keeping them alive: an object that is collected while still tracked is reported through
- * `onCollected`. Usable on its own; the pool uses the same stack and report helpers.
+ * `onCollected`. A thin public face of the lease-watching core (`./watch`): the same stack
+ * capture and trimming, and the same collection watch, as the pool's leases.
  *
  * The tracker holds each object only weakly (a WeakMap from object to record, and a
- * FinalizationRegistry whose held value is the record); the set of records is what `live()` reads.
+ * `CollectionWatch` whose record is the held value); the set of records is what `live()` reads.
  */
 export class LeakTracker {
   readonly #records = new Set<Record>();
   readonly #byObject = new WeakMap<object, Record>();
-  readonly #registry: FinalizationRegistry<Record>;
+  readonly #collection: CollectionWatch<Record>;
   readonly #captureStacks: boolean;
   readonly #onCollected: ((info: TrackedInfo) => void) | undefined;
 
   constructor(options: LeakTrackerOptions = {}) {
     this.#captureStacks = options.captureStacks ?? true;
     this.#onCollected = options.onCollected;
-    this.#registry = new FinalizationRegistry((record) => {
+    this.#collection = new CollectionWatch((record) => {
       if (!this.#records.delete(record)) return;
       try {
         this.#onCollected?.(toInfo(record, performance.now()));
@@ -72,7 +74,7 @@ export class LeakTracker {
     };
     this.#records.add(record);
     this.#byObject.set(object, record);
-    this.#registry.register(object, record, object);
+    this.#collection.watch(object, record);
   }
 
   /** Stops tracking `object`; returns false if it was not tracked. */
@@ -81,7 +83,7 @@ export class LeakTracker {
     if (record === undefined) return false;
     this.#byObject.delete(object);
     this.#records.delete(record);
-    this.#registry.unregister(object);
+    this.#collection.unwatch(record);
     return true;
   }
 

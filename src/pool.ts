@@ -1,4 +1,3 @@
-import { AsyncLocalStorage } from 'node:async_hooks';
 import {
   AcquireAbortedError,
   AcquireTimeoutError,
@@ -7,20 +6,16 @@ import {
   PoolClosedError,
   SelfDeadlockError,
 } from './errors';
-import {
-  channels,
-  openPools,
-  type Alert,
-  type DestroyReason,
-  type HoldMessage,
-  type HoldOutcome,
-  type LeakKind,
-  type PoolRef,
-} from './events';
-import { LeaseSnapshot, StackSampler, startHold } from './observe';
+import type { Alert, DestroyReason, HoldMessage, HoldOutcome, PoolRef } from './events';
 import { resolveOptions, type ResolvedOptions } from './options';
-import { captureStack, formatStack, type CapturedStack } from './stack';
 import type { AcquireOptions, LeaseInfo, PoolOptions, PoolStats, ServerInfo } from './types';
+import { heldBySource, runHolding } from './watch/context';
+import { Hold } from './watch/hold';
+import { describeHolders, indentStack, type LeakReport } from './watch/report';
+import { formatStack, type CapturedStack } from './watch/stack';
+import { LeaseWatcher, newHoldId, newResourceId } from './watch/watcher';
+
+export { formatLeakReport, type LeakReport } from './watch/report';
 
 /** Entry states. A resource is in exactly one; the counters below follow the transitions. */
 const enum State {
@@ -36,19 +31,16 @@ const enum State {
   Destroyed,
 }
 
-let nextResourceId = 1;
-let nextHoldId = 1;
 let nextPoolNumber = 1;
 
 /**
  * The pool's record of one resource. It is never handed to the user (the user gets a `Lease`).
- * It references the current lease only until the next housekeeping tick (`unwatchedLease`):
- * the pool must not keep a lease reachable for longer, or a dropped lease could never be
- * collected and detected.
+ * Its hold fields (who holds it, since when, from where) are the lease-watching core's (`Hold`);
+ * the core keeps the current lease reachable only until the next housekeeping tick, or a dropped
+ * lease could never be collected and detected.
  */
-class Entry<T> {
+class Entry<T> extends Hold {
   state = State.Idle;
-  readonly id = nextResourceId++;
   /** When it became idle (performance.now()). */
   idleSince: number;
   /** Retirement time; a held entry past it is destroyed on release. */
@@ -56,29 +48,13 @@ class Entry<T> {
   broken = false;
   /** Why it broke, for the destroy event. */
   brokenError: Error | undefined = undefined;
-  // The current hold; holdId is 0 when not held.
-  holdId = 0;
-  acquiredAt = 0;
-  captured: CapturedStack | undefined = undefined;
-  suspected = false;
-  holdAgeAlerted = false;
-  message: HoldMessage | undefined = undefined;
-  /**
-   * The lease of the current hold, until the first housekeeping tick registers it with the
-   * FinalizationRegistry and lets go of it (see Pool#watchLeases). Short holds never pay for
-   * the registration.
-   */
-  unwatchedLease: object | undefined = undefined;
-  watched = false;
-  // How the last hold ended, so a stale lease's error can say what happened to it.
-  lastHoldId = 0;
-  lastOutcome: HoldOutcome | undefined = undefined;
 
   constructor(
     readonly resource: T,
     now: number,
     maxLifetimeMillis: number,
   ) {
+    super(newResourceId());
     this.idleSince = now;
     // Up to 2.5% jitter, so resources created together do not all retire together.
     this.expiresAt =
@@ -99,25 +75,6 @@ interface Waiter<T> {
   readonly message: HoldMessage | undefined;
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
-}
-
-/**
- * What an async context holds, for self-deadlock detection: the chain of `use()` callbacks it
- * runs inside. `use()` runs its callback in a new frame with `AsyncLocalStorage.run()`, so only
- * the callback and the work it starts see the frame; siblings (`Promise.all` over `use()` calls)
- * never do. A frame whose entry has moved on to another hold is dead. Frames reference entries,
- * never leases (see Entry).
- */
-interface HoldFrame {
-  readonly pool: object;
-  readonly entry: Entry<unknown>;
-  readonly holdId: number;
-  readonly parent: HoldFrame | undefined;
-}
-const heldInContext = new AsyncLocalStorage<HoldFrame>();
-
-function isLive(frame: HoldFrame): boolean {
-  return frame.entry.holdId === frame.holdId;
 }
 
 /** A FIFO of waiters over an array with a moving head; settled waiters are skipped lazily. */
@@ -234,14 +191,6 @@ export interface CloseReport {
   readonly forced: LeaseInfo[];
 }
 
-/** A structured leak report; `formatLeakReport()` renders it for people. */
-export interface LeakReport {
-  readonly pool: string;
-  readonly stats: PoolStats;
-  /** Leases currently held, oldest first. */
-  readonly held: LeaseInfo[];
-}
-
 /**
  * A pool of resources with leak detection.
  *
@@ -282,13 +231,9 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
   #closing: Promise<CloseReport> | undefined;
   #drained: (() => void) | undefined;
 
-  // Counters for stats().
+  // Counters for stats() (leak and timeout counts are the watcher's).
   #created = 0;
   #destroyed = 0;
-  #timeouts = 0;
-  #suspectedLeaks = 0;
-  #collectedLeaks = 0;
-  #reclaimedLeaks = 0;
 
   #lastCreateError: unknown;
   #createBackoffMillis = 0;
@@ -298,33 +243,35 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
   #waitTimer: NodeJS.Timeout | undefined;
   #waitTimerAt = Infinity;
   readonly #tick: NodeJS.Timeout;
-  #lastHealthCheck: number;
-  #leakCountAlerted = false;
-  #exhaustedAlerted = false;
-  /** Timeouts counted at the last tick: one since then keeps the pool under pressure. */
-  #timeoutsAtTick = 0;
 
-  /** Under pressure, `captureStacks: 'auto'` captures every acquire. */
-  readonly #stacks: StackSampler;
+  /** Leak findings, stacks, health, reports and events: the lease-watching core. */
+  readonly #watch: LeaseWatcher<Entry<T>>;
   /** The clock as last read by an acquire or the housekeeping tick (see release()). */
   #recentNow = performance.now();
-  readonly #registry: FinalizationRegistry<Entry<T>> | undefined;
 
   constructor(options: PoolOptions<T>) {
     this.#o = resolveOptions(options);
-    const { factory } = this.#o;
-    this.server = factory.server;
-    this.name = this.#o.name ?? defaultName(factory.server);
-    this.#stacks = new StackSampler(this.#o.stackEvery);
-    if (this.#o.detectCollectedLeaks) {
-      this.#registry = new FinalizationRegistry((entry) => this.#collected(entry));
-    }
-    this.#lastHealthCheck = performance.now();
-    this.#tick = setInterval(() => this.#housekeep(), this.#o.housekeepingIntervalMillis);
+    const o = this.#o;
+    this.server = o.factory.server;
+    this.name = o.name ?? defaultName(o.factory.server);
+    this.#watch = new LeaseWatcher<Entry<T>>(this, {
+      holds: () => this.#held(),
+      leakDetectionThresholdMillis: o.leakDetectionThresholdMillis,
+      stackEvery: o.stackEvery,
+      noStackHint: "no stack captured: captureStacks: 'always' records every acquire",
+      health: o.health,
+      onAlert: o.onAlert,
+      onCollected: o.detectCollectedLeaks ? (entry) => this.#collected(entry) : undefined,
+    });
+    this.#tick = setInterval(() => this.#housekeep(), o.housekeepingIntervalMillis);
     this.#tick.unref();
-    openPools.add(this);
-    if (channels.poolOpen.hasSubscribers) channels.poolOpen.publish({ pool: this });
+    this.#watch.opened();
     this.#refill();
+  }
+
+  /** The entries held now. */
+  *#held(): Generator<Entry<T>> {
+    for (const entry of this.#entries) if (entry.state === State.Used) yield entry;
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -337,14 +284,15 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
   acquire(options?: AcquireOptions): Promise<Lease<T>> {
     const startTime = performance.now();
     this.#recentNow = startTime;
-    const message = startHold(this, startTime);
+    const watch = this.#watch;
+    const message = watch.startAcquire(startTime);
     if (this.#closed) {
       return this.#fail(
         message,
         new PoolClosedError(this.name, 'acquire() was called after close()'),
       );
     }
-    const captured = this.#stacks.shouldCapture(startTime) ? captureStack(this.acquire) : undefined;
+    const captured = watch.capture(startTime, this.acquire);
 
     // Fast path: an idle resource that needs no validation, and nobody ahead in the queue.
     if (this.#queued === 0) {
@@ -369,13 +317,7 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
     let result: Awaited<R>;
     try {
       if (this.#o.detectSelfDeadlock) {
-        const frame: HoldFrame = {
-          pool: this,
-          entry: lease._entry as Entry<unknown>,
-          holdId: lease._holdId,
-          parent: prune(heldInContext.getStore()),
-        };
-        result = await heldInContext.run(frame, fn, lease.resource, lease);
+        result = await runHolding(this, lease._entry, fn, lease.resource, lease);
       } else {
         result = await fn(lease.resource, lease);
       }
@@ -402,7 +344,7 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
     }
     // Only when every resource is leased can waiting depend on a lease this caller holds.
     if (this.#o.detectSelfDeadlock && this.#used >= this.#o.max) {
-      const held = findHeld(heldInContext.getStore(), this);
+      const held = heldBySource(this);
       if (held !== undefined) return this.#fail(message, this.#selfDeadlockError(held));
     }
     let resolve!: (lease: Lease<T>) => void;
@@ -443,15 +385,7 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
     waiter.state = 'settled';
     this.#unlisten(waiter);
     if (error instanceof AcquireTimeoutError) {
-      this.#timeouts++;
-      this.#stacks.underPressure = true;
-      if (channels.timeout.hasSubscribers) {
-        channels.timeout.publish({
-          pool: this,
-          waitMillis: performance.now() - waiter.startTime,
-          error,
-        });
-      }
+      this.#watch.timedOut(performance.now() - waiter.startTime, error);
     }
     this.#finishFailed(waiter.message, error, waiter.startTime);
     waiter.reject(error);
@@ -471,19 +405,15 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
   }
 
   #finishFailed(message: HoldMessage | undefined, error: Error, startTime: number): void {
-    if (message === undefined) return;
-    message.error = error;
-    message.waitMillis = performance.now() - startTime;
-    channels.acquireEnd.publish(message);
+    if (message !== undefined) this.#watch.failed(message, error, startTime, performance.now());
   }
 
-  #selfDeadlockError(held: HoldFrame): SelfDeadlockError {
-    const entry = held.entry!;
-    const stack = formatStack(entry.captured);
+  #selfDeadlockError(held: Hold): SelfDeadlockError {
+    const stack = formatStack(held.captured);
     return new SelfDeadlockError(
       `Pool "${this.name}" is exhausted (${this.#used}/${this.#o.max} in use) and this async context ` +
-        `already holds lease #${entry.holdId} from it` +
-        (stack ? `, acquired at:\n    ${stack.split('\n').join('\n    ')}\n` : '. ') +
+        `already holds lease #${held.holdId} from it` +
+        (stack ? `, acquired at:${indentStack(stack)}\n` : '. ') +
         'Waiting for a second resource while holding one can deadlock the pool. Pass the resource ' +
         'you hold down to the code that needs it (e.g. run the query on the same transaction), ' +
         'release it first, or raise max. Set detectSelfDeadlock: false to wait instead.',
@@ -581,20 +511,11 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
     message: HoldMessage | undefined,
     startTime: number,
   ): Lease<T> {
-    const holdId = nextHoldId++;
     entry.state = State.Used;
-    entry.holdId = holdId;
-    entry.acquiredAt = now;
-    entry.captured = captured;
-    entry.message = message;
     this.#used++;
+    const holdId = newHoldId();
     const lease = new Lease(this, entry, holdId);
-    if (this.#registry !== undefined) entry.unwatchedLease = lease;
-    if (message !== undefined) {
-      message.waitMillis = now - startTime;
-      message.lease = this._leaseInfo(entry, holdId, now);
-      channels.acquireEnd.publish(message);
-    }
+    this.#watch.begin(entry, holdId, now, captured, message, startTime, lease);
     return lease;
   }
 
@@ -703,34 +624,10 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
     );
   }
 
-  /** Closes the bookkeeping of the current hold of `entry`. */
+  /** Ends the current hold of `entry` (the watcher reports a late return). */
   #endHold(entry: Entry<T>, now: number, outcome: HoldOutcome): void {
-    const holdId = entry.holdId;
-    if (entry.suspected) {
-      this.#suspectedLeaks--;
-      if (outcome === 'released' || outcome === 'destroyed') {
-        this.#leak(entry, 'returned', now - entry.acquiredAt);
-      }
-    }
-    const message = entry.message;
-    if (message !== undefined) {
-      message.holdMillis = now - entry.acquiredAt;
-      message.outcome = outcome;
-      channels.holdEnd.publish(message);
-    }
+    this.#watch.end(entry, now, outcome);
     this.#used--;
-    entry.lastHoldId = holdId;
-    entry.lastOutcome = outcome;
-    entry.holdId = 0;
-    entry.captured = undefined;
-    entry.suspected = false;
-    entry.holdAgeAlerted = false;
-    entry.message = undefined;
-    entry.unwatchedLease = undefined;
-    if (entry.watched) {
-      entry.watched = false;
-      this.#registry!.unregister(entry);
-    }
     if (this.#used === 0) this.#drained?.();
   }
 
@@ -784,7 +681,7 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
             this.#createBackoffMillis = 0;
             this.#lastCreateError = undefined;
             const now = performance.now();
-            this.#publishResource('create', now - started, undefined, undefined);
+            this.#watch.resourceEvent('create', now - started, undefined, undefined);
             entry = new Entry(resource, now, this.#o.maxLifetimeMillis);
             this.#entries.add(entry);
             if (brokenEarly) this.#destroy(entry, 'broken');
@@ -794,7 +691,12 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
           (error: unknown) => {
             this.#creating--;
             this.#lastCreateError = error;
-            this.#publishResource('create', performance.now() - started, asError(error), undefined);
+            this.#watch.resourceEvent(
+              'create',
+              performance.now() - started,
+              asError(error),
+              undefined,
+            );
             if (this.#closed) return;
             // One failed attempt fails one caller: no retry loop, and the caller learns why at once.
             const waiter =
@@ -831,9 +733,9 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
       Promise.resolve()
         .then(() => factory.destroy(entry.resource))
         .then(
-          () => this.#publishResource('destroy', performance.now() - started, error, reason),
+          () => this.#watch.resourceEvent('destroy', performance.now() - started, error, reason),
           (destroyError: unknown) =>
-            this.#publishResource(
+            this.#watch.resourceEvent(
               'destroy',
               performance.now() - started,
               asError(destroyError),
@@ -841,16 +743,6 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
             ),
         ),
     );
-  }
-
-  #publishResource(
-    kind: 'create' | 'destroy',
-    durationMillis: number,
-    error: Error | undefined,
-    reason: DestroyReason | undefined,
-  ): void {
-    const channel = channels[kind];
-    if (channel.hasSubscribers) channel.publish({ pool: this, durationMillis, error, reason });
   }
 
   /** Keeps `min` resources, with backoff after failures. */
@@ -904,18 +796,14 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
 
   #timeoutError(waiter: Waiter<T>, now: number): AcquireTimeoutError {
     const s = this.stats();
-    const holders = this.#holders(now).slice(0, 3);
+    const holders = this.#watch.holders(now).slice(0, 3);
     let message =
       `Pool "${this.name}": timed out after ${Math.round(now - waiter.startTime)} ms waiting for a resource ` +
       `(total=${s.size} used=${s.used} idle=${s.idle} pending=${s.pending} max=${s.max}).`;
     if (holders.length > 0) {
-      message += ` Longest holders:`;
-      for (const h of holders) {
-        message += `\n  lease #${h.id} held ${(h.ageMillis / 1000).toFixed(1)} s, acquired at:`;
-        message += h.stack
-          ? `\n    ${h.stack.split('\n').join('\n    ')}`
-          : ` (no stack captured; set captureStacks: 'always' to see it)`;
-      }
+      message +=
+        ` Longest holders:` +
+        describeHolders(holders, "no stack captured; set captureStacks: 'always' to see it");
     }
     const cause = this.#lastCreateError;
     if (cause !== undefined) message += `\nLast create failure: ${asError(cause).message}`;
@@ -925,35 +813,15 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
     return new AcquireTimeoutError(message, this.name, cause);
   }
 
-  #holders(now: number): LeaseInfo[] {
-    const held: LeaseInfo[] = [];
-    for (const entry of this.#entries) {
-      if (entry.state === State.Used) held.push(this._leaseInfo(entry, entry.holdId, now));
-    }
-    return held.sort((a, b) => b.ageMillis - a.ageMillis);
-  }
-
-  /** The shared tick: leak checks, eviction, refill, health. */
+  /** The shared tick: reclaim, eviction, leak checks, refill, health. */
   #housekeep(): void {
     const now = performance.now();
     this.#recentNow = now;
     const o = this.#o;
-    let pressure = false;
     for (const entry of [...this.#entries]) {
       if (entry.state === State.Used) {
-        if (entry.unwatchedLease !== undefined) this.#watch(entry);
-        const age = now - entry.acquiredAt;
-        if (o.reclaimAfterMillis > 0 && age >= o.reclaimAfterMillis) {
+        if (o.reclaimAfterMillis > 0 && now - entry.acquiredAt >= o.reclaimAfterMillis) {
           this.#takeBack(entry, 'reclaimed', now);
-          continue;
-        }
-        if (o.leakDetectionThresholdMillis > 0) {
-          if (!entry.suspected && age >= o.leakDetectionThresholdMillis) {
-            entry.suspected = true;
-            this.#suspectedLeaks++;
-            this.#leak(entry, 'suspected', age);
-          }
-          if (age >= o.leakDetectionThresholdMillis / 4) pressure = true;
         }
       } else if (entry.state === State.Idle) {
         const idleFor = now - entry.idleSince;
@@ -966,42 +834,21 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
         }
       }
     }
+    // A caller that has waited a while puts the stack policy under pressure.
     const oldestWaiter = this.#waiters.peek();
-    if (
+    const waiting =
       oldestWaiter !== undefined &&
-      now - oldestWaiter.startTime >= Math.min(1000, oldestWaiter.timeoutMillis / 10)
-    ) {
-      pressure = true;
-    }
-    // A timeout since the last tick keeps the pressure on for one more tick.
-    this.#stacks.underPressure =
-      pressure || (this.#stacks.underPressure && this.#timeouts !== this.#timeoutsAtTick);
-    this.#timeoutsAtTick = this.#timeouts;
+      now - oldestWaiter.startTime >= Math.min(1000, oldestWaiter.timeoutMillis / 10);
+    this.#watch.tick(now, waiting);
     this.#refill();
     this.#dispense();
-    if (o.health !== undefined && now - this.#lastHealthCheck >= o.health.intervalMillis) {
-      this.#lastHealthCheck = now;
-      this.checkHealth();
-    }
-  }
-
-  /**
-   * Starts watching a held lease for collection, and lets go of it: from now on only the caller
-   * references it. The entry is both the held value and the unregister token.
-   */
-  #watch(entry: Entry<T>): void {
-    this.#registry!.register(entry.unwatchedLease!, entry, entry);
-    entry.unwatchedLease = undefined;
-    entry.watched = true;
+    if (!this.#closed) this.#watch.healthTick(now);
   }
 
   /** Forcibly ends a hold (reclaim, close) and destroys its resource. */
   #takeBack(entry: Entry<T>, outcome: 'reclaimed' | 'closed', now: number): LeaseInfo {
     const info = this._leaseInfo(entry, entry.holdId, now);
-    if (outcome === 'reclaimed') {
-      this.#reclaimedLeaks++;
-      this.#leak(entry, 'reclaimed', now - entry.acquiredAt);
-    }
+    if (outcome === 'reclaimed') this.#watch.reclaimed(entry, now);
     this.#endHold(entry, now, outcome);
     this.#destroy(entry, outcome === 'reclaimed' ? 'reclaimed' : 'closed');
     this.#dispense();
@@ -1012,57 +859,11 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
   #collected(entry: Entry<T>): void {
     if (entry.state !== State.Used) return;
     const now = performance.now();
-    this.#collectedLeaks++;
-    this.#leak(entry, 'collected', now - entry.acquiredAt);
+    this.#watch.collected(entry, now);
     this.#endHold(entry, now, 'collected');
     // Never reuse it: it may hold an open transaction or locks.
     this.#destroy(entry, 'collected');
     this.#dispense();
-  }
-
-  #leak(entry: Entry<T>, kind: LeakKind, ageMillis: number): void {
-    const lease = this._leaseInfo(entry, entry.holdId);
-    const stack = lease.stack;
-    const hold = entry.message;
-    if (channels.leak.hasSubscribers) {
-      channels.leak.publish({ pool: this, kind, lease, ageMillis, stack, hold });
-    }
-    const seconds = (ageMillis / 1000).toFixed(1);
-    const where = stack
-      ? `, acquired at:\n    ${stack.split('\n').join('\n    ')}`
-      : " (no stack captured: captureStacks: 'always' records every acquire)";
-    const text: Record<LeakKind, string> = {
-      suspected: `Possible leak: lease #${lease.id} of pool "${this.name}" held for ${seconds} s${where}`,
-      returned: `Previously suspected lease #${lease.id} of pool "${this.name}" was returned after ${seconds} s.`,
-      collected: `Leak: lease #${lease.id} of pool "${this.name}" was garbage-collected without release after ${seconds} s; its resource was destroyed${where}`,
-      reclaimed: `Leak: lease #${lease.id} of pool "${this.name}" was reclaimed after ${seconds} s (reclaimAfterMillis) and its resource destroyed${where}`,
-    };
-    const severity = kind === 'returned' ? 'info' : kind === 'suspected' ? 'warning' : 'error';
-    this.#alert(
-      {
-        kind: 'leak',
-        leakKind: kind,
-        severity,
-        pool: this.name,
-        message: text[kind],
-        timestamp: Date.now(),
-        lease,
-        ageMillis,
-        stack,
-      },
-      hold,
-    );
-  }
-
-  #alert(alert: Alert, hold: HoldMessage | undefined): void {
-    if (channels.alert.hasSubscribers) channels.alert.publish({ pool: this, alert, hold });
-    const onAlert = this.#o.onAlert;
-    if (onAlert === undefined) return;
-    try {
-      onAlert(alert);
-    } catch {
-      // The user's alert callback must never break the pool.
-    }
   }
 
   /**
@@ -1071,66 +872,7 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
    * Each condition alerts once, and again only after it cleared.
    */
   checkHealth(): Alert[] {
-    const health = this.#o.health;
-    if (health === undefined || this.#closed) return [];
-    const raised: Alert[] = [];
-    const raise = (alert: Omit<Alert, 'pool' | 'timestamp'>, hold?: HoldMessage) => {
-      const full: Alert = { ...alert, pool: this.name, timestamp: Date.now() };
-      raised.push(full);
-      this.#alert(full, hold);
-    };
-    const now = performance.now();
-    const leaks = this.#suspectedLeaks;
-    if (leaks >= health.leakCountThreshold) {
-      if (!this.#leakCountAlerted) {
-        raise({
-          kind: 'leak-count',
-          severity: 'warning',
-          message: `Pool "${this.name}": ${leaks} suspected leak(s), at or over the threshold of ${health.leakCountThreshold}.`,
-          value: leaks,
-          threshold: health.leakCountThreshold,
-        });
-      }
-      this.#leakCountAlerted = true;
-    } else this.#leakCountAlerted = false;
-
-    if (health.maxHoldMillis > 0) {
-      for (const entry of this.#entries) {
-        if (entry.state !== State.Used || entry.holdAgeAlerted) continue;
-        const age = now - entry.acquiredAt;
-        if (age < health.maxHoldMillis) continue;
-        entry.holdAgeAlerted = true;
-        const lease = this._leaseInfo(entry, entry.holdId, now);
-        raise(
-          {
-            kind: 'hold-age',
-            severity: 'warning',
-            message: `Pool "${this.name}": lease #${lease.id} held for ${(age / 1000).toFixed(1)} s, longer than ${health.maxHoldMillis} ms.`,
-            lease,
-            ageMillis: age,
-            stack: lease.stack,
-            value: age,
-            threshold: health.maxHoldMillis,
-          },
-          entry.message,
-        );
-      }
-    }
-
-    const waiting = this.#queued + this.#binding.size;
-    if (health.exhaustion && this.#used >= this.#o.max && waiting > 0) {
-      if (!this.#exhaustedAlerted) {
-        raise({
-          kind: 'exhausted',
-          severity: 'warning',
-          message: `Pool "${this.name}" is exhausted: ${this.#used}/${this.#o.max} in use and ${waiting} caller(s) waiting.`,
-          value: waiting,
-          threshold: this.#o.max,
-        });
-      }
-      this.#exhaustedAlerted = true;
-    } else this.#exhaustedAlerted = false;
-    return raised;
+    return this.#closed ? [] : this.#watch.checkHealth();
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -1138,17 +880,7 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
 
   /** @internal */
   _leaseInfo(entry: Entry<T>, holdId: number, now = performance.now()): LeaseInfo {
-    const current = entry.holdId === holdId;
-    const ageMillis = current ? now - entry.acquiredAt : 0;
-    return new LeaseSnapshot(
-      holdId,
-      entry.id,
-      this.name,
-      Date.now() - ageMillis,
-      ageMillis,
-      current && entry.suspected,
-      current ? entry.captured : undefined,
-    );
+    return this.#watch.leaseInfo(entry, holdId, now);
   }
 
   /** A snapshot of the pool's counters. */
@@ -1162,19 +894,19 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
       creating: this.#creating,
       min: this.#o.min,
       max: this.#o.max,
-      suspectedLeaks: this.#suspectedLeaks,
-      collectedLeaks: this.#collectedLeaks,
-      reclaimedLeaks: this.#reclaimedLeaks,
+      suspectedLeaks: this.#watch.suspectedLeaks,
+      collectedLeaks: this.#watch.collectedLeaks,
+      reclaimedLeaks: this.#watch.reclaimedLeaks,
       created: this.#created,
       destroyed: this.#destroyed,
-      timeouts: this.#timeouts,
+      timeouts: this.#watch.timeouts,
       closed: this.#closed,
     };
   }
 
   /** Every lease currently held, oldest first, with ages and stacks. */
   leakReport(): LeakReport {
-    return { pool: this.name, stats: this.stats(), held: this.#holders(performance.now()) };
+    return { pool: this.name, stats: this.stats(), held: this.#watch.holders() };
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -1198,8 +930,7 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
     clearInterval(this.#tick);
     if (this.#waitTimer !== undefined) clearTimeout(this.#waitTimer);
     if (this.#refillTimer !== undefined) clearTimeout(this.#refillTimer);
-    openPools.delete(this);
-    if (channels.poolClose.hasSubscribers) channels.poolClose.publish({ pool: this });
+    this.#watch.closed();
     for (const waiter of [...this.#waiters, ...this.#binding]) {
       this.#settleWaiter(
         waiter,
@@ -1245,19 +976,6 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
   }
 }
 
-function findHeld(frame: HoldFrame | undefined, pool: object): HoldFrame | undefined {
-  for (let f = frame; f !== undefined; f = f.parent) if (f.pool === pool && isLive(f)) return f;
-  return undefined;
-}
-
-/** The live part of a frame chain, so nested use() calls never keep dead frames. */
-function prune(frame: HoldFrame | undefined): HoldFrame | undefined {
-  if (frame === undefined) return undefined;
-  const parent = prune(frame.parent);
-  if (!isLive(frame)) return parent;
-  return parent === frame.parent ? frame : { ...frame, parent };
-}
-
 function defaultName(server: ServerInfo | undefined): string {
   if (server?.address !== undefined) {
     return `${server.address}${server.port !== undefined ? `:${server.port}` : ''}/${server.namespace ?? ''}`;
@@ -1282,22 +1000,4 @@ function isReusable<T>(factory: { isReusable?(resource: T): boolean }, resource:
 
 function asError(value: unknown): Error {
   return value instanceof Error ? value : new Error(String(value));
-}
-
-/** Renders a leak report for people, like a log line per held lease. */
-export function formatLeakReport(report: LeakReport): string {
-  const { stats } = report;
-  const header =
-    `Pool "${report.pool}": ${stats.used}/${stats.max} in use, ${stats.idle} idle, ${stats.pending} waiting; ` +
-    `${stats.suspectedLeaks} suspected, ${stats.collectedLeaks} collected, ${stats.reclaimedLeaks} reclaimed leak(s).`;
-  if (report.held.length === 0) return `${header}\nNo leases held: no leaks.`;
-  const lines = [header, `${report.held.length} lease(s) held, oldest first:`];
-  for (const lease of report.held) {
-    lines.push(
-      `  • lease #${lease.id} (resource #${lease.resourceId}) held ${(lease.ageMillis / 1000).toFixed(2)} s` +
-        (lease.suspected ? ' [SUSPECTED LEAK]' : ''),
-    );
-    if (lease.stack) lines.push(...lease.stack.split('\n').map((l) => `      ${l}`));
-  }
-  return lines.join('\n');
 }

@@ -76,7 +76,7 @@ import {
   METRIC_DB_CLIENT_CONNECTION_WAIT_TIME,
 } from './semconv';
 import { PG_POOL_VERSIONS, PgPoolPatcher, resolvePgPoolOptions } from './pg-pool';
-import type { ResolvedPgPoolOptions } from './pg-pool-watch';
+import type { ResolvedPgPoolOptions } from '../adapters/pg-pool';
 import type { PoolInstrumentationConfig } from './types';
 import { PACKAGE_NAME, PACKAGE_VERSION } from './version';
 

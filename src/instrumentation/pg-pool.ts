@@ -24,7 +24,7 @@ import {
   type PgPoolLike,
   type ReleaseTracking,
   type ResolvedPgPoolOptions,
-} from './pg-pool-watch';
+} from '../adapters/pg-pool';
 
 /** pg-pool versions patched: what `pg` 7 and 8 depend on. */
 export const PG_POOL_VERSIONS = ['>=2 <4'];

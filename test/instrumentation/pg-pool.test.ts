@@ -20,7 +20,7 @@ import {
   type PoolInstrumentationConfig,
   type PoolRef,
 } from '../../src';
-import { pgPoolServerInfo } from '../../src/instrumentation/pg-pool-watch';
+import { pgPoolServerInfo } from '../../src/adapters/pg-pool';
 import { getPostgres, type PgConfig } from '../support/postgres';
 import { ensureBuilt, ROOT } from './built';
 import { points, Telemetry } from './telemetry';

@@ -1,22 +1,18 @@
 /**
- * A pg-pool `Pool` seen as a poolwatch pool: it publishes poolwatch's lifecycle events (see
- * `../events.ts`) and sits in `openPools`, so `PoolInstrumentation` turns it into the same spans,
- * metrics and log records as a poolwatch pool, unchanged. This file knows nothing of
- * OpenTelemetry; `./pg-pool.ts` patches pg-pool and calls into it.
+ * A pg-pool `Pool` seen as a poolwatch pool: it feeds the lease-watching core (`../watch`) with
+ * pg-pool's checkouts and releases, so the pool publishes poolwatch's lifecycle events and sits in
+ * `openPools`, and `PoolInstrumentation` turns it into the same spans, metrics and log records as a
+ * poolwatch pool. What is specific to pg-pool stays here: how a checkout and its end are seen,
+ * pg-pool's counts, its naming. This file knows nothing of OpenTelemetry;
+ * `../instrumentation/pg-pool.ts` patches pg-pool and calls into it.
  */
-import {
-  channels,
-  openPools,
-  type Alert,
-  type HoldMessage,
-  type HoldOutcome,
-  type LeakKind,
-  type PoolRef,
-} from '../events';
-import { LeaseSnapshot, StackSampler, startHold } from '../observe';
-import { captureStack, type CapturedStack } from '../stack';
-import type { LeaseInfo, PoolStats, ServerInfo } from '../types';
-import type { PgPoolNameInfo } from './types';
+import type { HoldMessage, HoldOutcome, PoolRef } from '../events';
+import type { PgPoolNameInfo } from '../instrumentation/types';
+import type { PoolStats, ServerInfo } from '../types';
+import { Hold } from '../watch/hold';
+import type { LeakReport } from '../watch/report';
+import type { CapturedStack } from '../watch/stack';
+import { LeaseWatcher, newHoldId, newResourceId, uniquePoolName } from '../watch/watcher';
 
 /** The parts of a pg-pool `Pool` (2.x and 3.x) that are read here: its public API only. */
 export interface PgPoolLike {
@@ -53,33 +49,11 @@ export type ReleaseTracking = 'event' | 'wrap';
 /** Reports an internal failure (to `diag`): telemetry never throws into the application. */
 export type ErrorReporter = (what: string, error: unknown) => void;
 
-/**
- * Hold (`poolwatch.lease.id`) and client (`poolwatch.resource.id`) numbers. poolwatch's `Pool`
- * keeps its own counters, so an id is unique among pg pools, and only with the pool name among
- * all pools.
- */
-let nextHoldId = 1;
-let nextClientId = 1;
-
 /** What the adapter keeps per pg client, for as long as the client lives (a WeakMap value). */
-interface ClientEntry {
-  /** `poolwatch.resource.id`: stable across checkouts. */
-  readonly id: number;
-  /** The current checkout, if the client is out. */
-  hold: Hold | undefined;
-}
-
-/** One checkout, from pg-pool handing the client out to its release. */
-class Hold {
-  suspected = false;
-  constructor(
-    readonly id: number,
-    readonly entry: ClientEntry,
-    /** `performance.now()` at hand-out. */
-    readonly acquiredAt: number,
-    readonly captured: CapturedStack | undefined,
-    readonly message: HoldMessage | undefined,
-  ) {}
+class ClientEntry extends Hold {
+  constructor() {
+    super(newResourceId());
+  }
 }
 
 /** pg-pool's messages for a connect that timed out (waiting in its queue, or connecting). */
@@ -101,7 +75,7 @@ function isTimeout(error: Error): boolean {
  *
  * Checkouts are kept in the adapter, never on pg's objects: `#clients` maps each client to its
  * entry (a WeakMap: clients are long-lived, so its cost is that of a property lookup), and
- * `#held` lists the open holds for the leak tick, one unref'd interval per pool. The end of a
+ * `#held` lists the entries held now for the watcher's tick, one unref'd interval per pool. The end of a
  * checkout comes from pg-pool's `release` event (see `ReleaseTracking` for older versions).
  *
  * Hazards: the adapter holds the pool only weakly (a pool dropped without `end()` must not be kept
@@ -122,20 +96,16 @@ export class WatchedPgPool implements PoolRef {
   readonly #onClose: (watcher: WatchedPgPool) => void;
 
   readonly #clients = new WeakMap<object, ClientEntry>();
-  /** Open holds, for the leak tick. */
-  readonly #held = new Set<Hold>();
+  /** Entries held now, for the watcher. */
+  readonly #held = new Set<ClientEntry>();
   readonly #onRelease: (error: unknown, client: object) => void;
   #tick: NodeJS.Timeout | undefined;
   /**
-   * Its `underPressure` is set by the leak tick: a hold is aging or a connect timed out ('auto'
-   * then captures all). A queue of waiters alone is not pressure: pg-pool does not say how long
+   * Leak findings, stacks and events. Its stack policy is under pressure while a hold ages or a
+   * connect timed out; a queue of waiters alone is not pressure: pg-pool does not say how long
    * they have waited, and a busy pool often has a short queue.
    */
-  readonly #stacks: StackSampler;
-  #timeoutsAtTick = 0;
-
-  #suspectedLeaks = 0;
-  #timeouts = 0;
+  readonly #watch: LeaseWatcher<ClientEntry>;
   /** `end()` was called: out of `openPools`; open holds are still followed to their release. */
   #closed = false;
   /** The instrumentation let go of the pool (disable): nothing is published any more. */
@@ -154,11 +124,14 @@ export class WatchedPgPool implements PoolRef {
     this.#options = options;
     this.#tracking = tracking;
     this.#report = report;
-    this.#stacks = new StackSampler(
-      options.leakDetectionThresholdMillis === 0 ? 0 : options.stackEvery,
-    );
     this.server = pgPoolServerInfo(pool.options);
     this.name = uniquePoolName(this.#baseName(pool));
+    this.#watch = new LeaseWatcher<ClientEntry>(this, {
+      holds: () => this.#held,
+      leakDetectionThresholdMillis: options.leakDetectionThresholdMillis,
+      stackEvery: options.leakDetectionThresholdMillis === 0 ? 0 : options.stackEvery,
+      noStackHint: "no stack captured: pgPool.captureStacks: 'always' records every checkout",
+    });
     this.#onRelease = (error, client) => {
       try {
         this.#released(client, undefined, error);
@@ -172,8 +145,7 @@ export class WatchedPgPool implements PoolRef {
       this.#tick = setInterval(() => this.#checkLeaks(), every);
       this.#tick.unref();
     }
-    openPools.add(this);
-    if (channels.poolOpen.hasSubscribers) channels.poolOpen.publish({ pool: this });
+    this.#watch.opened();
   }
 
   get closed(): boolean {
@@ -209,8 +181,8 @@ export class WatchedPgPool implements PoolRef {
   ): unknown {
     const callback: unknown = args[0];
     const startTime = performance.now();
-    const message = this.#detached ? undefined : startHold(this, startTime);
-    const captured = this.#stacks.shouldCapture(startTime) ? captureStack(above) : undefined;
+    const message = this.#watch.startAcquire(startTime);
+    const captured = this.#watch.capture(startTime, above);
 
     if (typeof callback === 'function') {
       return original.call(pool, (error: unknown, client: unknown, done: unknown) => {
@@ -256,21 +228,16 @@ export class WatchedPgPool implements PoolRef {
       if (typeof client !== 'object' || client === null) return done;
       let entry = this.#clients.get(client);
       if (entry === undefined) {
-        entry = { id: nextClientId++, hold: undefined };
+        entry = new ClientEntry();
         this.#clients.set(client, entry);
-      } else if (entry.hold !== undefined) {
+      } else if (entry.held) {
         // Its last release went unseen (the `release` listener was removed): end that hold now.
-        this.#endHold(entry.hold, now, 'released');
+        this.#endHold(entry, now, 'released');
       }
-      const hold = new Hold(nextHoldId++, entry, now, captured, message);
-      entry.hold = hold;
-      this.#held.add(hold);
-      if (message !== undefined) {
-        message.waitMillis = now - startTime;
-        message.lease = this.#leaseInfo(hold, now);
-        channels.acquireEnd.publish(message);
-      }
-      if (this.#tracking === 'wrap') return this.#wrapRelease(client as PgClientLike, hold);
+      const holdId = newHoldId();
+      this.#held.add(entry);
+      this.#watch.begin(entry, holdId, now, captured, message, startTime, undefined);
+      if (this.#tracking === 'wrap') return this.#wrapRelease(client as PgClientLike, holdId);
     } catch (failure) {
       this.#report('failed to follow a pg-pool checkout', failure);
     }
@@ -278,25 +245,16 @@ export class WatchedPgPool implements PoolRef {
   }
 
   #failed(error: Error, startTime: number, now: number, message: HoldMessage | undefined): void {
-    if (isTimeout(error)) {
-      this.#timeouts++;
-      if (channels.timeout.hasSubscribers) {
-        channels.timeout.publish({ pool: this, waitMillis: now - startTime, error });
-      }
-    }
-    if (message !== undefined) {
-      message.error = error;
-      message.waitMillis = now - startTime;
-      channels.acquireEnd.publish(message);
-    }
+    if (isTimeout(error)) this.#watch.timedOut(now - startTime, error);
+    this.#watch.failed(message, error, startTime, now);
   }
 
   /** pg-pool < 3.6: wraps the `release` pg-pool just put on the client for this checkout. */
-  #wrapRelease(client: PgClientLike, hold: Hold): (error?: unknown) => void {
+  #wrapRelease(client: PgClientLike, holdId: number): (error?: unknown) => void {
     const pgRelease = client.release;
     const release = (error?: unknown): void => {
       try {
-        this.#released(client, hold, error);
+        this.#released(client, holdId, error);
       } catch (failure) {
         this.#report('failed to handle a pg-pool release', failure);
       }
@@ -310,27 +268,22 @@ export class WatchedPgPool implements PoolRef {
   // ---------------------------------------------------------------------------------------------
   // Release
 
-  /** A client came back (with `error`: pg-pool destroys it). `hold`: the one expected, if known. */
-  #released(client: object, expected: Hold | undefined, error: unknown): void {
-    const hold = this.#clients.get(client)?.hold;
-    if (hold === undefined || (expected !== undefined && hold !== expected)) return;
+  /**
+   * A client came back (with `error`: pg-pool destroys it). `holdId`: the hold expected, if
+   * known.
+   */
+  #released(client: object, holdId: number | undefined, error: unknown): void {
+    const entry = this.#clients.get(client);
+    if (entry === undefined || !entry.held || (holdId !== undefined && entry.holdId !== holdId)) {
+      return;
+    }
     const destroyed = error !== undefined && error !== null && error !== false;
-    this.#endHold(hold, performance.now(), destroyed ? 'destroyed' : 'released');
+    this.#endHold(entry, performance.now(), destroyed ? 'destroyed' : 'released');
   }
 
-  #endHold(hold: Hold, now: number, outcome: HoldOutcome): void {
-    hold.entry.hold = undefined;
-    this.#held.delete(hold);
-    if (hold.suspected) {
-      this.#suspectedLeaks--;
-      this.#leak(hold, 'returned', now);
-    }
-    const message = hold.message;
-    if (message !== undefined && !this.#detached) {
-      message.holdMillis = now - hold.acquiredAt;
-      message.outcome = outcome;
-      channels.holdEnd.publish(message);
-    }
+  #endHold(entry: ClientEntry, now: number, outcome: HoldOutcome): void {
+    this.#held.delete(entry);
+    this.#watch.end(entry, now, outcome);
     if (this.#closed && this.#held.size === 0) this.#stopTick();
   }
 
@@ -340,67 +293,15 @@ export class WatchedPgPool implements PoolRef {
   #checkLeaks(): void {
     try {
       if (this.#pool.deref() === undefined) return this.#collectedPool();
-      const threshold = this.#options.leakDetectionThresholdMillis;
-      const now = performance.now();
-      let aging = false;
-      for (const hold of this.#held) {
-        const age = now - hold.acquiredAt;
-        if (age >= threshold / 4) aging = true;
-        if (hold.suspected || age < threshold) continue;
-        hold.suspected = true;
-        this.#suspectedLeaks++;
-        this.#leak(hold, 'suspected', now);
-      }
-      this.#stacks.underPressure = aging || this.#timeouts !== this.#timeoutsAtTick;
-      this.#timeoutsAtTick = this.#timeouts;
+      this.#watch.tick(performance.now(), false);
     } catch (error) {
       this.#report('the pg-pool leak check failed', error);
     }
   }
 
-  #leak(hold: Hold, kind: Extract<LeakKind, 'suspected' | 'returned'>, now: number): void {
-    if (this.#detached) return;
-    const ageMillis = now - hold.acquiredAt;
-    const lease = this.#leaseInfo(hold, now);
-    const stack = lease.stack;
-    const message = hold.message;
-    if (channels.leak.hasSubscribers) {
-      channels.leak.publish({ pool: this, kind, lease, ageMillis, stack, hold: message });
-    }
-    if (!channels.alert.hasSubscribers) return;
-    const seconds = (ageMillis / 1000).toFixed(1);
-    const text =
-      kind === 'suspected'
-        ? `Possible leak: lease #${lease.id} of pool "${this.name}" held for ${seconds} s` +
-          (stack
-            ? `, acquired at:\n    ${stack.split('\n').join('\n    ')}`
-            : " (no stack captured: pgPool.captureStacks: 'always' records every checkout)")
-        : `Previously suspected lease #${lease.id} of pool "${this.name}" was returned after ${seconds} s.`;
-    const alert: Alert = {
-      kind: 'leak',
-      leakKind: kind,
-      severity: kind === 'suspected' ? 'warning' : 'info',
-      pool: this.name,
-      message: text,
-      timestamp: Date.now(),
-      lease,
-      ageMillis,
-      stack,
-    };
-    channels.alert.publish({ pool: this, alert, hold: message });
-  }
-
-  #leaseInfo(hold: Hold, now: number): LeaseInfo {
-    const ageMillis = now - hold.acquiredAt;
-    return new LeaseSnapshot(
-      hold.id,
-      hold.entry.id,
-      this.name,
-      Date.now() - ageMillis,
-      ageMillis,
-      hold.suspected,
-      hold.captured,
-    );
+  /** Every checkout open now, oldest first, with ages and stacks. */
+  leakReport(): LeakReport {
+    return { pool: this.name, stats: this.stats(), held: this.#watch.holders() };
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -426,12 +327,12 @@ export class WatchedPgPool implements PoolRef {
       creating: 0,
       min: typeof min === 'number' ? min : 0,
       max: typeof max === 'number' ? max : 10,
-      suspectedLeaks: this.#suspectedLeaks,
+      suspectedLeaks: this.#watch.suspectedLeaks,
       collectedLeaks: 0,
       reclaimedLeaks: 0,
       created: 0,
       destroyed: 0,
-      timeouts: this.#timeouts,
+      timeouts: this.#watch.timeouts,
       closed: this.closed,
     };
   }
@@ -450,6 +351,7 @@ export class WatchedPgPool implements PoolRef {
     if (this.#detached) return;
     this.#detached = true;
     this.#closed = true;
+    this.#watch.mute();
     this.#stopTick();
     this.#pool.deref()?.removeListener('release', this.#onRelease);
     this.#unregister();
@@ -457,8 +359,7 @@ export class WatchedPgPool implements PoolRef {
   }
 
   #unregister(): void {
-    if (!openPools.delete(this)) return;
-    if (channels.poolClose.hasSubscribers) channels.poolClose.publish({ pool: this });
+    this.#watch.closed();
   }
 
   #collectedPool(): void {
@@ -548,20 +449,6 @@ function stringOf(value: unknown): string | undefined {
 function portOf(value: unknown): number | undefined {
   const port = typeof value === 'number' ? value : typeof value === 'string' ? Number(value) : NaN;
   return Number.isInteger(port) && port > 0 && port < 65536 && value !== '' ? port : undefined;
-}
-
-/**
- * `base`, or `base#2`, `#3`… when an open pool (of any kind) already has the name. A name is
- * freed when its pool ends, and reused by the next pool that wants it.
- */
-function uniquePoolName(base: string): string {
-  const taken = new Set<string>();
-  for (const pool of openPools) taken.add(pool.name);
-  if (!taken.has(base)) return base;
-  for (let n = 2; ; n++) {
-    const name = `${base}#${n}`;
-    if (!taken.has(name)) return name;
-  }
 }
 
 function isThenable(value: unknown): value is PromiseLike<unknown> {

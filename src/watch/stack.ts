@@ -1,4 +1,5 @@
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
+import { AUTO_STACK_INTERVAL_MILLIS } from '../options';
 
 /**
  * Cheap acquisition stacks. `Error.captureStackTrace` records the frames at once (about a
@@ -10,8 +11,9 @@ export interface CapturedStack {
   stack?: string;
 }
 
-// This file's folder is the root of poolwatch's own code, in src/ (tsx) and in dist/cjs/.
-const OWN_DIR = dirname(__filename);
+// The parent of this file's folder is the root of poolwatch's own code, in src/ (tsx) and in
+// dist/cjs/.
+const OWN_DIR = join(dirname(__filename), '..');
 
 /** Captures the current stack, hiding `above` and everything it called. */
 export function captureStack(above: (...args: never[]) => unknown): CapturedStack {
@@ -45,4 +47,34 @@ function isOwnFrame(line: string): boolean {
     line.includes('at node:internal') ||
     PG_POOL_FRAME.test(line)
   );
+}
+
+/**
+ * Which acquires get a stack. `every`: 0 never, 1 always, N one in N, -1 'auto'. 'auto' is
+ * rate-limited rather than one-in-N: at most one stack per `AUTO_STACK_INTERVAL_MILLIS` while
+ * relaxed, so a quiet pool records nearly every acquire and a busy one pays a bounded cost (a
+ * capture costs microseconds); while `underPressure`, every acquire.
+ */
+export class StackSampler {
+  underPressure = false;
+  #lastStackAt = -Infinity;
+  #countdown = 0;
+
+  constructor(readonly every: number) {}
+
+  shouldCapture(now: number): boolean {
+    const every = this.every;
+    if (every === 1) return true;
+    if (every === 0) return false;
+    if (every < 0) {
+      if (!this.underPressure && now - this.#lastStackAt < AUTO_STACK_INTERVAL_MILLIS) return false;
+      this.#lastStackAt = now;
+      return true;
+    }
+    if (--this.#countdown <= 0) {
+      this.#countdown = every;
+      return true;
+    }
+    return false;
+  }
 }
