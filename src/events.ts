@@ -16,6 +16,7 @@
  */
 import diagnostics_channel from 'node:diagnostics_channel';
 import type { LeaseInfo, PoolStats, ServerInfo } from './types';
+import type { LeakReport } from './watch/report';
 
 /** What every message says about the pool that published it. */
 export interface PoolRef {
@@ -23,6 +24,11 @@ export interface PoolRef {
   /** Where the pool's resources connect, when the factory knows (never credentials). */
   readonly server: ServerInfo | undefined;
   stats(): PoolStats;
+  /**
+   * Every lease held now, oldest first, with ages and stacks (poolwatch's pools and the pools
+   * poolwatch watches have it).
+   */
+  leakReport?(): LeakReport;
 }
 
 /** How a hold ended. */
