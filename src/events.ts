@@ -15,7 +15,7 @@
  * that end a hold (returned, collected, reclaimed) are published before that hold's `holdEnd`.
  */
 import diagnostics_channel from 'node:diagnostics_channel';
-import type { LeaseInfo, PoolStats, ServerInfo } from './types';
+import type { CodeLocation, LeaseInfo, PoolStats, ServerInfo } from './types';
 import type { LeakReport } from './watch/report';
 
 /** What every message says about the pool that published it. */
@@ -111,6 +111,8 @@ export interface Alert {
   readonly lease?: LeaseInfo;
   readonly ageMillis?: number;
   readonly stack?: string;
+  /** Where the lease was acquired (the first frame of `stack`). */
+  readonly location?: CodeLocation;
   /** Leak findings carry their kind; threshold alerts carry the measured value. */
   readonly leakKind?: LeakKind;
   readonly value?: number;

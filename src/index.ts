@@ -32,6 +32,7 @@ export type {
 } from './events';
 export type {
   AcquireOptions,
+  CodeLocation,
   CreateContext,
   HealthOptions,
   LeaseInfo,

@@ -72,6 +72,9 @@ export class LeakTracker {
       startedAt: performance.now(),
       captured: this.#captureStacks ? captureStack(this.track) : undefined,
     };
+    // Formatted now: an unformatted stack would keep the caller's frames, and so maybe `object`
+    // itself (`track(this)` in a constructor), alive.
+    formatStack(record.captured);
     this.#records.add(record);
     this.#byObject.set(object, record);
     this.#collection.watch(object, record);

@@ -26,9 +26,6 @@ export const DEFAULTS = {
   },
 } as const;
 
-/** Under `captureStacks: 'auto'`, a relaxed pool records at most one stack per this interval. */
-export const AUTO_STACK_INTERVAL_MILLIS = 10;
-
 export interface ResolvedHealth {
   readonly intervalMillis: number;
   readonly leakCountThreshold: number;

@@ -161,6 +161,20 @@ export interface LeaseInfo {
   readonly stack: string | undefined;
   /** True once the lease was reported as a suspected leak. */
   readonly suspected: boolean;
+  /** Where it was acquired: the first frame of `stack`, when one was captured. */
+  readonly location: CodeLocation | undefined;
+}
+
+/**
+ * A line of code, as the semantic conventions' `code.function.name`, `code.file.path`,
+ * `code.line.number` and `code.column.number` attributes name it. `filePath` is relative to the
+ * working directory when the file is under it.
+ */
+export interface CodeLocation {
+  readonly functionName?: string;
+  readonly filePath: string;
+  readonly lineNumber: number;
+  readonly columnNumber: number;
 }
 
 export interface PoolStats {

@@ -150,22 +150,15 @@ describe('leak detection', () => {
       assert.equal(stacks.filter(Boolean).length, 3);
     });
 
-    it("'auto' samples while relaxed and captures every acquire under pressure", async () => {
+    it("'auto' captures every acquire of a pool that is not busy, and every one under pressure", async () => {
+      // The time budget itself is tested on StackSampler (test/watch/stack.test.ts): under fake
+      // timers a capture takes no time, so the budget never runs out here.
       const p = pool(plainFactory(), { max: 2, leakDetectionThresholdMillis: 4000, health: false });
-      // Relaxed: at most one stack per 10 ms.
-      const relaxed = await stacksOf(p, 50);
-      assert.equal(relaxed.filter(Boolean).length, 1);
-      await env.clock.tickAsync(10);
-      assert.equal((await stacksOf(p, 50)).filter(Boolean).length, 1);
-      // A lease held for a quarter of the leak threshold puts the pool under pressure.
+      assert.ok((await stacksOf(p, 50)).every(Boolean));
       const slow = await p.acquire();
       await env.clock.tickAsync(2000);
-      const pressured = await stacksOf(p, 5);
-      assert.ok(pressured.every(Boolean));
+      assert.ok((await stacksOf(p, 5)).every(Boolean));
       slow.release();
-      await env.clock.tickAsync(1000);
-      const calm = await stacksOf(p, 8);
-      assert.equal(calm.filter(Boolean).length, 1, 'relaxed again');
     });
   });
 

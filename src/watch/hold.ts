@@ -7,8 +7,8 @@
  * housekeeping tick (see `CollectionWatch`): otherwise a dropped lease could never be collected.
  */
 import type { HoldMessage, HoldOutcome } from '../events';
-import type { LeaseInfo } from '../types';
-import { formatStack, type CapturedStack } from './stack';
+import type { CodeLocation, LeaseInfo } from '../types';
+import { codeLocation, formatStack, type CapturedStack } from './stack';
 
 export class Hold {
   /** The current hold's number (`poolwatch.lease.id`); 0 when the resource is not held. */
@@ -59,7 +59,11 @@ export class LeaseSnapshot implements LeaseInfo {
     return formatStack(this.#captured);
   }
 
+  get location(): CodeLocation | undefined {
+    return codeLocation(this.stack);
+  }
+
   toJSON(): object {
-    return { ...this, stack: this.stack };
+    return { ...this, stack: this.stack, location: this.location };
   }
 }

@@ -37,7 +37,7 @@ import type { LeaseInfo } from '../types';
 import { CollectionWatch } from './collect';
 import { LeaseSnapshot, type Hold } from './hold';
 import { indentStack } from './report';
-import { captureStack, StackSampler, type CapturedStack } from './stack';
+import { captureStack, formatStack, StackSampler, type CapturedStack } from './stack';
 
 let lastHoldId = 0;
 let lastResourceId = 0;
@@ -192,7 +192,14 @@ export class LeaseWatcher<H extends Hold> {
 
   /** The acquiring stack, if the stack policy takes one now; `above` and its callees are hidden. */
   capture(now: number, above: (...args: never[]) => unknown): CapturedStack | undefined {
-    return this.#stacks.shouldCapture(now) ? captureStack(above) : undefined;
+    const stacks = this.#stacks;
+    if (!stacks.shouldCapture(now)) return undefined;
+    if (stacks.every > 0) return captureStack(above);
+    // 'auto' spends a time budget: measure what this capture costs.
+    const start = performance.now();
+    const captured = captureStack(above);
+    stacks.spent(performance.now() - start);
+    return captured;
   }
 
   /**
@@ -273,14 +280,16 @@ export class LeaseWatcher<H extends Hold> {
   // Findings
 
   /**
-   * The housekeeping tick: watches leases held since the last tick for collection, reports holds
-   * that crossed the leak threshold, and sets the stack policy's pressure (`waiting`: the source
-   * has callers that have waited a while).
+   * The housekeeping tick: formats the stacks of holds that outlived a tick (an unformatted stack
+   * keeps the acquiring code's objects, and so maybe the lease, alive), watches leases held since
+   * the last tick for collection, reports holds that crossed the leak threshold, and sets the
+   * stack policy's pressure (`waiting`: the source has callers that have waited a while).
    */
   tick(now: number, waiting: boolean): void {
     const threshold = this.#o.leakDetectionThresholdMillis;
     let pressure = waiting;
     for (const hold of this.#o.holds()) {
+      formatStack(hold.captured);
       if (hold.unwatchedLease !== undefined) {
         this.#collection!.watch(hold.unwatchedLease, hold);
         hold.unwatchedLease = undefined;
@@ -329,6 +338,8 @@ export class LeaseWatcher<H extends Hold> {
     const stack = lease.stack;
     const message = hold.message;
     const pool = this.#source;
+    // Leaky code runs again: make sure its next finding names its line.
+    if (stack === undefined && kind !== 'returned') this.#stacks.hunt(performance.now());
     if (channels.leak.hasSubscribers) {
       channels.leak.publish({ pool, kind, lease, ageMillis, stack, hold: message });
     }
@@ -353,6 +364,7 @@ export class LeaseWatcher<H extends Hold> {
         lease,
         ageMillis,
         stack,
+        location: lease.location,
       },
       message,
     );
@@ -416,6 +428,7 @@ export class LeaseWatcher<H extends Hold> {
             lease,
             ageMillis: age,
             stack: lease.stack,
+            location: lease.location,
             value: age,
             threshold: health.maxHoldMillis,
           },

@@ -550,7 +550,7 @@ describe('PoolInstrumentation: existing pg.Pool pools', () => {
 
       it('counts connect timeouts and passes the error on unchanged', async () => {
         const t = instrument();
-        const p = pool({ max: 1, connectionTimeoutMillis: 30 });
+        const p = pool({ max: 1, connectionTimeoutMillis: 250 });
         const client = await p.connect();
         await assert.rejects(p.connect(), { message: 'timeout exceeded when trying to connect' });
         client.release();
