@@ -14,6 +14,7 @@ export const DEFAULTS = {
   leakDetectionThresholdMillis: 30_000,
   reclaimAfterMillis: 0,
   detectCollectedLeaks: true,
+  collectWhenStarvedMillis: 2000,
   captureStacks: 'auto' as StackCapture,
   detectSelfDeadlock: true,
   housekeepingIntervalMillis: 1000,
@@ -45,6 +46,8 @@ export interface ResolvedOptions<T> {
   readonly leakDetectionThresholdMillis: number;
   readonly reclaimAfterMillis: number;
   readonly detectCollectedLeaks: boolean;
+  /** 0: off. */
+  readonly collectWhenStarvedMillis: number;
   /** 0: never; 1: always; N: one in N; -1: auto. */
   readonly stackEvery: number;
   readonly detectSelfDeadlock: boolean;
@@ -67,6 +70,7 @@ const KNOWN_KEYS = new Set<string>([
   'leakDetectionThresholdMillis',
   'reclaimAfterMillis',
   'detectCollectedLeaks',
+  'collectWhenStarvedMillis',
   'captureStacks',
   'detectSelfDeadlock',
   'housekeepingIntervalMillis',
@@ -290,6 +294,11 @@ export function resolveOptions<T>(options: PoolOptions<T>): ResolvedOptions<T> {
       options.detectCollectedLeaks,
       DEFAULTS.detectCollectedLeaks,
     ),
+    collectWhenStarvedMillis: millis(
+      'collectWhenStarvedMillis',
+      options.collectWhenStarvedMillis,
+      DEFAULTS.collectWhenStarvedMillis,
+    ),
     stackEvery: parseStackCapture(options.captureStacks),
     detectSelfDeadlock: flag(
       'detectSelfDeadlock',
@@ -317,6 +326,7 @@ export function resolveOptions<T>(options: PoolOptions<T>): ResolvedOptions<T> {
       leakDetectionThresholdMillis: 0,
       reclaimAfterMillis: 0,
       detectCollectedLeaks: false,
+      collectWhenStarvedMillis: 0,
       stackEvery: 0,
       detectSelfDeadlock: false,
     };

@@ -11,7 +11,7 @@ import { resolveOptions, type ResolvedOptions } from './options';
 import type { AcquireOptions, LeaseInfo, PoolOptions, PoolStats, ServerInfo } from './types';
 import { heldBySource, runHolding } from './watch/context';
 import { Hold } from './watch/hold';
-import { describeHolders, indentStack, type LeakReport } from './watch/report';
+import { describeHolders, indentStack, selfWaitHint, type LeakReport } from './watch/report';
 import { formatStack, type CapturedStack } from './watch/stack';
 import { LeaseWatcher, newHoldId, newResourceId } from './watch/watcher';
 
@@ -262,6 +262,7 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
       health: o.health,
       onAlert: o.onAlert,
       onCollected: o.detectCollectedLeaks ? (entry) => this.#collected(entry) : undefined,
+      collectWhenStarvedMillis: o.collectWhenStarvedMillis,
     });
     this.#tick = setInterval(() => this.#housekeep(), o.housekeepingIntervalMillis);
     this.#tick.unref();
@@ -808,7 +809,9 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
     const cause = this.#lastCreateError;
     if (cause !== undefined) message += `\nLast create failure: ${asError(cause).message}`;
     else if (s.used >= s.max) {
-      message += `\nEvery resource is in use: release leases sooner (look for a missing release()), or raise max.`;
+      message +=
+        selfWaitHint(formatStack(waiter.captured), this.#watch.holders(now)) +
+        `\nEvery resource is in use: release leases sooner (look for a missing release()), or raise max.`;
     }
     return new AcquireTimeoutError(message, this.name, cause);
   }
@@ -839,7 +842,7 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
     const waiting =
       oldestWaiter !== undefined &&
       now - oldestWaiter.startTime >= Math.min(1000, oldestWaiter.timeoutMillis / 10);
-    this.#watch.tick(now, waiting);
+    this.#watch.tick(now, waiting, this.#queued > 0 && this.#used >= o.max);
     this.#refill();
     this.#dispense();
     if (!this.#closed) this.#watch.healthTick(now);

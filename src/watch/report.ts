@@ -1,5 +1,6 @@
 /** Reports on held leases: the structured report, and the texts people read. */
 import type { LeaseInfo, PoolStats } from '../types';
+import { codeLocation } from './stack';
 
 /** A structured leak report; `formatLeakReport()` renders it for people. */
 export interface LeakReport {
@@ -25,6 +26,40 @@ export function describeHolders(holders: readonly LeaseInfo[], noStackHint: stri
     text += h.stack ? indentStack(h.stack) : ` (${noStackHint})`;
   }
   return text;
+}
+
+/**
+ * For a timeout: the holders acquired by a function that is on the waiting caller's stack (the
+ * waiter's own frames, and the `async` frames of the calls awaiting it), at another line. That is
+ * how a caller that holds one lease and waits for a second from the same pool looks, and it cannot
+ * be told apart from an independent caller of the same function: so it is a hint, never a
+ * verdict. Returns '' when there is nothing to say.
+ */
+export function selfWaitHint(
+  waiterStack: string | undefined,
+  holders: readonly LeaseInfo[],
+): string {
+  if (!waiterStack) return '';
+  const waiterFrames = waiterStack.split('\n').map((line) => codeLocation(line));
+  const waitingAt = waiterFrames[0];
+  const suspects: string[] = [];
+  for (const holder of holders) {
+    const at = holder.location;
+    if (at?.functionName === undefined) continue;
+    const onWaiterStack = waiterFrames.some(
+      (f) => f !== undefined && f.functionName === at.functionName && f.filePath === at.filePath,
+    );
+    const sameLine = waitingAt?.filePath === at.filePath && waitingAt.lineNumber === at.lineNumber;
+    if (onWaiterStack && !sameLine) suspects.push(`#${holder.id}`);
+  }
+  if (suspects.length === 0) return '';
+  const fn = holders.find((h) => `#${h.id}` === suspects[0])!.location!;
+  return (
+    `\nLease ${suspects.join(', ')} was acquired in ${fn.functionName} (${fn.filePath}), which is on this ` +
+    `caller's stack: if it is the same call, this caller holds a lease while waiting for another ` +
+    `from the same pool and waits on itself. Pass the lease down, release it first, or use ` +
+    `pool.use(), which detects this at once.`
+  );
 }
 
 /** Renders a leak report for people, like a log line per held lease. */

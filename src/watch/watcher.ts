@@ -34,7 +34,7 @@ import {
 } from '../events';
 import type { ResolvedHealth } from '../options';
 import type { LeaseInfo } from '../types';
-import { CollectionWatch } from './collect';
+import { collectGarbage, CollectionWatch } from './collect';
 import { LeaseSnapshot, type Hold } from './hold';
 import { indentStack } from './report';
 import { captureStack, formatStack, StackSampler, type CapturedStack } from './stack';
@@ -66,6 +66,9 @@ export function uniquePoolName(base: string): string {
   }
 }
 
+/** How long a source must stay starved before a collection is forced. */
+const STARVED_FOR_MILLIS = 1000;
+
 export interface WatchOptions<H extends Hold> {
   /** Every hold record currently held (read at ticks, health checks and reports). */
   readonly holds: () => Iterable<H>;
@@ -83,6 +86,11 @@ export interface WatchOptions<H extends Hold> {
    * resource.
    */
   readonly onCollected?: ((hold: H) => void) | undefined;
+  /**
+   * With `onCollected`: while the source is starved (see `tick()`) and leases held past a tick are
+   * out, force a major collection at most once per this many milliseconds (process-wide). 0: off.
+   */
+  readonly collectWhenStarvedMillis?: number;
 }
 
 export class LeaseWatcher<H extends Hold> {
@@ -100,6 +108,8 @@ export class LeaseWatcher<H extends Hold> {
   #lastHealthCheck = performance.now();
   #leakCountAlerted = false;
   #exhaustedAlerted = false;
+  /** Since when the source has been starved at every tick (see `tick()`). */
+  #starvedSince: number | undefined = undefined;
   /** Nothing is published any more (the source was let go of, e.g. instrumentation disabled). */
   #muted = false;
 
@@ -284,10 +294,13 @@ export class LeaseWatcher<H extends Hold> {
    * keeps the acquiring code's objects, and so maybe the lease, alive), watches leases held since
    * the last tick for collection, reports holds that crossed the leak threshold, and sets the
    * stack policy's pressure (`waiting`: the source has callers that have waited a while).
+   * `starved`: callers wait and every resource is held; if some of the holds may have been
+   * dropped, a garbage collection finds out now rather than at V8's leisure.
    */
-  tick(now: number, waiting: boolean): void {
+  tick(now: number, waiting: boolean, starved = false): void {
     const threshold = this.#o.leakDetectionThresholdMillis;
     let pressure = waiting;
+    let watched = false;
     for (const hold of this.#o.holds()) {
       formatStack(hold.captured);
       if (hold.unwatchedLease !== undefined) {
@@ -295,6 +308,7 @@ export class LeaseWatcher<H extends Hold> {
         hold.unwatchedLease = undefined;
         hold.watched = true;
       }
+      watched ||= hold.watched;
       if (threshold > 0) {
         const age = now - hold.acquiredAt;
         if (!hold.suspected && age >= threshold) {
@@ -309,6 +323,12 @@ export class LeaseWatcher<H extends Hold> {
     this.#stacks.underPressure =
       pressure || (this.#stacks.underPressure && this.#timeouts !== this.#timeoutsAtTick);
     this.#timeoutsAtTick = this.#timeouts;
+    const every = this.#o.collectWhenStarvedMillis ?? 0;
+    if (starved && watched && every > 0) {
+      // Starved for a moment is a busy pool; starved for a second is worth a look.
+      this.#starvedSince ??= now;
+      if (now - this.#starvedSince >= STARVED_FOR_MILLIS) collectGarbage(now, every);
+    } else this.#starvedSince = undefined;
   }
 
   /** Runs the health checks if `health.intervalMillis` has passed since the last run. */
