@@ -34,7 +34,7 @@ import {
   type ResourceMessage,
   type TimeoutMessage,
 } from '../events';
-import type { PoolStats } from '../types';
+import type { CodeLocation, PoolStats } from '../types';
 import {
   ALERT_EVENT,
   ATTR_ACQUIRE_WAIT_TIME,
@@ -53,6 +53,10 @@ import {
   SPAN_HOLD,
 } from './names';
 import {
+  ATTR_CODE_COLUMN_NUMBER,
+  ATTR_CODE_FILE_PATH,
+  ATTR_CODE_FUNCTION_NAME,
+  ATTR_CODE_LINE_NUMBER,
   ATTR_CODE_STACKTRACE,
   ATTR_DB_CLIENT_CONNECTION_POOL_NAME,
   ATTR_DB_CLIENT_CONNECTION_STATE,
@@ -475,7 +479,10 @@ export class PoolInstrumentation extends InstrumentationBase<PoolInstrumentation
     if (span === undefined || !span.isRecording()) return;
     const attributes: Attributes = { [ATTR_LEASE_AGE]: message.ageMillis / 1000 };
     const stack = message.stack ?? lease.stack;
-    if (this._config.captureStacks && stack !== undefined) attributes[ATTR_CODE_STACKTRACE] = stack;
+    if (this._config.captureStacks && stack !== undefined) {
+      attributes[ATTR_CODE_STACKTRACE] = stack;
+      addCodeLocation(attributes, lease.location);
+    }
     span.addEvent(
       LEAK_EVENT[kind],
       attributes,
@@ -498,6 +505,7 @@ export class PoolInstrumentation extends InstrumentationBase<PoolInstrumentation
     if (alert.threshold !== undefined) attributes[ATTR_ALERT_THRESHOLD] = alert.threshold;
     if (this._config.captureStacks && alert.stack !== undefined) {
       attributes[ATTR_CODE_STACKTRACE] = alert.stack;
+      addCodeLocation(attributes, alert.location);
     }
     // Link the record to the hold span (or, without one, to the acquiring caller's span). Pool-wide
     // alerts are raised from timers whose context says nothing about them: no parent.
@@ -516,6 +524,17 @@ export class PoolInstrumentation extends InstrumentationBase<PoolInstrumentation
       context: parent,
     });
   }
+}
+
+/** The acquiring line as the semantic conventions' code attributes. */
+function addCodeLocation(attributes: Attributes, location: CodeLocation | undefined): void {
+  if (location === undefined) return;
+  if (location.functionName !== undefined) {
+    attributes[ATTR_CODE_FUNCTION_NAME] = location.functionName;
+  }
+  attributes[ATTR_CODE_FILE_PATH] = location.filePath;
+  attributes[ATTR_CODE_LINE_NUMBER] = location.lineNumber;
+  attributes[ATTR_CODE_COLUMN_NUMBER] = location.columnNumber;
 }
 
 /** Attribute sets of one pool, built once: a pool's name and server never change. */

@@ -15,6 +15,10 @@ export const ATTR_ERROR_TYPE = 'error.type' as const;
 export const ATTR_EXCEPTION_TYPE = 'exception.type' as const;
 export const ATTR_EXCEPTION_MESSAGE = 'exception.message' as const;
 export const ATTR_CODE_STACKTRACE = 'code.stacktrace' as const;
+export const ATTR_CODE_FUNCTION_NAME = 'code.function.name' as const;
+export const ATTR_CODE_FILE_PATH = 'code.file.path' as const;
+export const ATTR_CODE_LINE_NUMBER = 'code.line.number' as const;
+export const ATTR_CODE_COLUMN_NUMBER = 'code.column.number' as const;
 
 // --- Development (incubating) attributes -----------------------------------------------------------
 

@@ -77,7 +77,7 @@ export function codeLocation(stack: string | undefined): CodeLocation | undefine
     columnNumber: Number(where[3]),
   };
   const functionName = name?.replace(/^async /, '');
-  if (functionName) location.functionName = functionName;
+  if (functionName && functionName !== '<anonymous>') location.functionName = functionName;
   return location;
 }
 

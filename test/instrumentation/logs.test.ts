@@ -68,6 +68,14 @@ describe('PoolInstrumentation: logs', () => {
     const [suspected, leakCount, holdAge, exhausted, returned] = records;
     const stack = alerts[0]!.stack!;
     assert.match(stack, /logs\.test\.ts/);
+    // The first frame, as code.* attributes (an anonymous function has no code.function.name).
+    const [, line, column] = /^at <anonymous> \(.*logs\.test\.ts:(\d+):(\d+)\)/.exec(stack)!;
+    const code = {
+      'code.stacktrace': stack,
+      'code.file.path': 'test/instrumentation/logs.test.ts',
+      'code.line.number': Number(line),
+      'code.column.number': Number(column),
+    };
     const P = { 'db.client.connection.pool.name': 'p' };
     assert.deepEqual(suspected!.attributes, {
       ...P,
@@ -75,7 +83,7 @@ describe('PoolInstrumentation: logs', () => {
       'poolwatch.leak.kind': 'suspected',
       'poolwatch.lease.id': id,
       'poolwatch.lease.age': 1,
-      'code.stacktrace': stack,
+      ...code,
     });
     assert.deepEqual(leakCount!.attributes, {
       ...P,
@@ -90,7 +98,7 @@ describe('PoolInstrumentation: logs', () => {
       'poolwatch.lease.age': 2,
       'poolwatch.alert.value': 2000,
       'poolwatch.alert.threshold': 1500,
-      'code.stacktrace': stack,
+      ...code,
     });
     assert.deepEqual(exhausted!.attributes, {
       ...P,
@@ -104,7 +112,7 @@ describe('PoolInstrumentation: logs', () => {
       'poolwatch.leak.kind': 'returned',
       'poolwatch.lease.id': id,
       'poolwatch.lease.age': 2,
-      'code.stacktrace': stack,
+      ...code,
     });
     // Per-lease records link to the hold span; pool-wide ones to no trace at all.
     for (const record of [suspected, holdAge, returned]) {

@@ -256,6 +256,15 @@ describe('PoolInstrumentation: traces', () => {
     assert.equal(suspected!.attributes!['poolwatch.lease.age'], 2);
     const stack = String(suspected!.attributes!['code.stacktrace']);
     assert.match(stack.split('\n')[0]!, /acquireHere .*traces\.test\.ts/);
+    // The acquiring line, as the code.* attributes of the semantic conventions.
+    const [, line, column] = /traces\.test\.ts:(\d+):(\d+)/.exec(stack)!;
+    assert.equal(suspected!.attributes!['code.function.name'], 'acquireHere');
+    assert.equal(suspected!.attributes!['code.file.path'], 'test/instrumentation/traces.test.ts');
+    assert.equal(suspected!.attributes!['code.line.number'], Number(line));
+    assert.equal(suspected!.attributes!['code.column.number'], Number(column));
+    const log = t.logs().find((l) => l.eventName === 'poolwatch.leak.suspected')!;
+    assert.equal(log.attributes['code.function.name'], 'acquireHere');
+    assert.equal(log.attributes['code.line.number'], Number(line));
     assert.equal(returned!.name, 'poolwatch.leak.returned');
     assert.deepEqual(returned!.time, hr(T0 + 2500));
     assert.equal(returned!.attributes!['poolwatch.lease.age'], 2.5);
