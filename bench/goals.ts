@@ -181,7 +181,7 @@ function peerGoals(r: Results): GoalCheck[] {
     const ratio = r.ratio('peers', group, 'poolwatch leakDetection:false', 'poolwatch default');
     checks.push(
       verdict(
-        `2. bare cycle c=${c}: captureStacks 'auto' (relaxed) cost vs leakDetection:false`,
+        `2. bare cycle c=${c}: captureStacks 'auto' (budgeted) cost vs leakDetection:false`,
         ratio && invert(ratio),
         { atMost: 1.3 },
       ),
@@ -268,6 +268,14 @@ function postgresGoals(r: Results): GoalCheck[] {
       r.ratio('postgres', 'SELECT 1 c=32', PG_ROWS.pgPool, PG_ROWS.poolwatch),
       { atLeast: 1.0 },
     ),
+    ...[1, 32].map((c) => {
+      const ratio = r.ratio('postgres', `SELECT 1 c=${c}`, PG_ROWS.noLeak, PG_ROWS.poolwatch);
+      return verdict(
+        `9. PostgreSQL c=${c}: leak detection with the default stack policy, cost vs leakDetection:false`,
+        ratio && invert(ratio),
+        { atMost: 1.03 },
+      );
+    }),
   ];
 }
 

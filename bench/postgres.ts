@@ -37,6 +37,7 @@ export const PG_ROWS = {
   client: 'pg.Client, no pool',
   pgPool: 'pg.Pool (pg-pool) pool.query()',
   poolwatch: 'poolwatch createPgPool acquire/query/release',
+  noLeak: 'poolwatch createPgPool leakDetection:false',
   use: 'poolwatch createPgPool use()',
   facade: 'poolwatch PgPool facade pool.query()',
 } as const;
@@ -101,8 +102,8 @@ function pgCase(
 function ignore(): void {}
 
 /** poolwatch's pg pool; teardown fails the run if it did not reuse its connections. */
-async function poolwatchPool(url: string, name: string) {
-  const pool = loadPoolwatch().createPgPool(url, { max: PG_MAX });
+async function poolwatchPool(url: string, name: string, options: { leakDetection?: boolean } = {}) {
+  const pool = loadPoolwatch().createPgPool(url, { max: PG_MAX, ...options });
   return {
     pool,
     async close() {
@@ -165,15 +166,23 @@ export function postgresCases(): Case[] {
         { fullOnly: true },
       ),
     );
-    for (const mode of ['none', 'sdk', 'disabled', 'full'] as const) {
-      const name = pgOtelRow(mode);
+    // The default row with leak detection off: what the stack policy and the tracker cost.
+    const variants = [
+      ...(['none', 'sdk', 'disabled', 'full'] as const).map((mode) => ({
+        mode,
+        name: pgOtelRow(mode),
+        options: {},
+      })),
+      { mode: 'none' as const, name: PG_ROWS.noLeak, options: { leakDetection: false } },
+    ];
+    for (const { mode, name, options } of variants) {
       cases.push(
         pgCase(
           name,
           c,
           false,
           async (url) => {
-            const { pool, close } = await poolwatchPool(url, name);
+            const { pool, close } = await poolwatchPool(url, name, options);
             return {
               async query() {
                 const lease = await pool.acquire();
