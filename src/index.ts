@@ -42,6 +42,15 @@ export type {
   ServerInfo,
   StackCapture,
 } from './types';
+export { liveView, liveViewSnapshot } from './live-view';
+export type {
+  LiveViewHandler,
+  LiveViewHold,
+  LiveViewOptions,
+  LiveViewPool,
+  LiveViewSnapshot,
+} from './live-view';
+export type { CodeLocation } from './code-location';
 export { PoolInstrumentation } from './instrumentation';
 export type {
   HoldSpanInfo,
