@@ -28,7 +28,8 @@ section{background:#fff;border:1px solid #ddd;border-radius:6px;padding:1em;marg
 .counts span b{font-size:1.15em}.warn b{color:#b00020}
 table{border-collapse:collapse;width:100%}
 th,td{text-align:left;padding:.3em .6em;border-top:1px solid #eee;vertical-align:top}
-th{font-weight:600;color:#444;border-top:none}
+th{font-weight:600;color:#444;border-top:none;white-space:nowrap}
+td.time{white-space:nowrap}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 tr.suspected td{background:#fff1f0}
 .tag{background:#b00020;color:#fff;border-radius:3px;padding:0 .35em;font-size:.8em;margin-left:.4em}
@@ -67,12 +68,11 @@ function renderPool(pool: LiveViewPool): string {
   const where = server
     ? [
         server.system,
-        server.address !== undefined
-          ? `${server.address}${server.port !== undefined ? `:${server.port}` : ''}`
-          : undefined,
-        server.namespace !== undefined ? `/${server.namespace}` : undefined,
+        (server.address ?? '') +
+          (server.port !== undefined ? `:${server.port}` : '') +
+          (server.namespace !== undefined ? `/${server.namespace}` : ''),
       ]
-        .filter((part) => part !== undefined)
+        .filter((part) => part !== undefined && part !== '')
         .join(' ')
     : '';
   const count = (label: string, value: number | string, warn = false) =>
@@ -122,7 +122,7 @@ function renderHold(hold: LiveViewHold): string {
   return `<tr${hold.suspected ? ' class="suspected"' : ''}>
 <td class="num">#${hold.leaseId}${hold.suspected ? '<span class="tag">suspected leak</span>' : ''}</td>
 <td class="num">${hold.ageSeconds.toFixed(1)} s</td>
-<td>${escapeHtml(hold.acquiredAt)}</td>
+<td class="time">${escapeHtml(hold.acquiredAt)}</td>
 <td><code>${escapeHtml(formatCodeLocation(hold.location ?? undefined))}</code></td>
 <td>${stack}</td>
 </tr>`;

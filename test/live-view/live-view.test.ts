@@ -155,7 +155,7 @@ describe('liveView', () => {
     assert.match(html, new RegExp(`<h2>orders-${suffix}</h2>`));
     const rows = [
       ...html.matchAll(
-        /<tr( class="suspected")?>\n<td class="num">#(\d+).*?<\/td>\n<td class="num">([\d.]+) s<\/td>\n<td>[^<]*<\/td>\n<td><code>([^<]*)<\/code>/g,
+        /<tr( class="suspected")?>\n<td class="num">#(\d+).*?<\/td>\n<td class="num">([\d.]+) s<\/td>\n<td class="time">[^<]*<\/td>\n<td><code>([^<]*)<\/code>/g,
       ),
     ];
     const orderRows = rows.filter((m) => [oldest.info.id, newer.info.id].includes(Number(m[2])));
@@ -217,7 +217,7 @@ describe('liveView', () => {
       ],
     );
     const html = await (await server.request('')).text();
-    assert.match(html, /<p class="server">postgresql db:5432 \/app<\/p>/);
+    assert.match(html, /<p class="server">postgresql db:5432\/app<\/p>/);
     assert.match(html, /This pool does not list its holds\./);
   });
 
