@@ -1,19 +1,26 @@
 /**
- * The leases a pool currently holds out, for readers that list or measure them (the live view, the
- * oldest-hold and code-location metrics). `leakReport()` lists them with ages and stacks; a
- * `PoolRef` without it (an older copy of poolwatch in the same process) gives `undefined`: its holds
- * are unknown, which is not the same as none.
+ * A pool's counts and the leases it currently holds out, for readers that list or measure them
+ * (the live view, the metrics' batch callback). `leakReport()` gives both from one `stats()`; a
+ * `PoolRef` without it (an older copy of poolwatch in the same process) gives its stats and
+ * `held: undefined`: its holds are unknown, which is not the same as none.
  */
 import type { PoolRef } from './events';
-import type { LeaseInfo } from './types';
+import type { LeaseInfo, PoolStats } from './types';
 
-interface Reporting {
-  leakReport?: () => { readonly held: readonly LeaseInfo[] };
+export interface PoolReport {
+  readonly stats: PoolStats;
+  /** Every lease held now, oldest first; `undefined` when the pool cannot tell. */
+  readonly held: readonly LeaseInfo[] | undefined;
 }
 
-/** Every lease `pool` holds out now, oldest first; `undefined` when the pool cannot tell. */
-export function heldLeases(pool: PoolRef): readonly LeaseInfo[] | undefined {
-  const report = (pool as PoolRef & Reporting).leakReport;
-  if (typeof report !== 'function') return undefined;
-  return report.call(pool).held;
+interface Reporting {
+  leakReport?: () => { readonly stats: PoolStats; readonly held: readonly LeaseInfo[] };
+}
+
+/** One `stats()` call either way. */
+export function poolReport(pool: PoolRef): PoolReport {
+  const leakReport = (pool as PoolRef & Reporting).leakReport;
+  if (typeof leakReport !== 'function') return { stats: pool.stats(), held: undefined };
+  const { stats, held } = leakReport.call(pool);
+  return { stats, held };
 }

@@ -50,7 +50,6 @@ export type {
   LiveViewPool,
   LiveViewSnapshot,
 } from './live-view';
-export type { CodeLocation } from './code-location';
 export { PoolInstrumentation } from './instrumentation';
 export type {
   HoldSpanInfo,

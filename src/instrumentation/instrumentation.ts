@@ -34,7 +34,10 @@ import {
   type ResourceMessage,
   type TimeoutMessage,
 } from '../events';
-import type { CodeLocation, PoolStats } from '../types';
+import type { CodeLocation, LeaseInfo, PoolStats } from '../types';
+import { poolReport } from '../held-leases';
+import { InvalidOptionError } from '../errors';
+import { CodeLocationSeries, isAutoNumbered, recordLeakSpan } from './leak-telemetry';
 import {
   ALERT_EVENT,
   ATTR_ACQUIRE_WAIT_TIME,
@@ -47,6 +50,9 @@ import {
   ATTR_LEASE_ID,
   ATTR_RESOURCE_ID,
   LEAK_EVENT,
+  METRIC_CODE_LOCATION_LEAKS,
+  METRIC_CODE_LOCATION_LEAKS_SUSPECTED,
+  METRIC_HOLD_OLDEST_AGE,
   METRIC_LEAKS,
   METRIC_LEAKS_SUSPECTED,
   SPAN_ACQUIRE,
@@ -127,6 +133,9 @@ interface Instruments {
   readonly createTime: Histogram;
   readonly waitTime: Histogram;
   readonly useTime: Histogram;
+  readonly holdOldestAge: ObservableGauge;
+  readonly codeLocationLeaks: Counter;
+  readonly codeLocationSuspected: ObservableGauge;
 }
 
 /** The batch callback registered on a meter, kept so it can be removed from that same meter. */
@@ -176,6 +185,12 @@ export class PoolInstrumentation extends InstrumentationBase<PoolInstrumentation
   declare private _pgPoolOptions: ResolvedPgPoolOptions | undefined;
   /** Created at the first patch of pg-pool (`init()` must stay free of side effects). */
   declare private _pgPoolPatcher: PgPoolPatcher | undefined;
+  /** The `code.*` series of each pool, bounded by `maxCodeLocationsPerPool`. */
+  declare private _codeLocations: CodeLocationSeries;
+  /** Pools closed since the last collection: their gauges get a final 0 (see `_observePools`). */
+  declare private _retired: PoolRef[] | undefined;
+  /** An auto-numbered pool name was reported through `diag` (once per instrumentation). */
+  declare private _warnedAutoName: boolean | undefined;
 
   constructor(config: PoolInstrumentationConfig = {}) {
     super(PACKAGE_NAME, PACKAGE_VERSION, config);
@@ -184,8 +199,20 @@ export class PoolInstrumentation extends InstrumentationBase<PoolInstrumentation
   /** Throws `InvalidOptionError` for an invalid `pgPool` option (leaving the config as it was). */
   override setConfig(config: PoolInstrumentationConfig = {}): void {
     this._pgPoolOptions = resolvePgPoolOptions(config.pgPool);
+    const maxLocations = config.maxCodeLocationsPerPool ?? 20;
+    if (!Number.isInteger(maxLocations) || maxLocations < 1) {
+      throw new InvalidOptionError(
+        `PoolInstrumentation: maxCodeLocationsPerPool must be a whole number >= 1, got ${String(maxLocations)}. ` +
+          'It bounds the code.* series per pool; use a small number such as 20.',
+      );
+    }
+    if (this._codeLocations?.limit !== maxLocations) {
+      this._codeLocations = new CodeLocationSeries(maxLocations);
+    }
     super.setConfig({
       ...config,
+      leakSpans: config.leakSpans ?? true,
+      maxCodeLocationsPerPool: maxLocations,
       holdSpans: config.holdSpans ?? true,
       waitSpans: config.waitSpans ?? false,
       requireParentSpan: config.requireParentSpan ?? false,
@@ -224,6 +251,7 @@ export class PoolInstrumentation extends InstrumentationBase<PoolInstrumentation
       this._listen('create', this._onCreate),
       this._listen('leak', this._onLeak),
       this._listen('alert', this._onAlert),
+      this._listen('poolClose', this._onPoolClose),
     ];
     this._addObserver();
   }
@@ -301,6 +329,20 @@ export class PoolInstrumentation extends InstrumentationBase<PoolInstrumentation
         METRIC_DB_CLIENT_CONNECTION_USE_TIME,
         'The time between borrowing a connection and returning it to the pool.',
       ),
+      holdOldestAge: meter.createObservableGauge(METRIC_HOLD_OLDEST_AGE, {
+        description: 'Age of the oldest lease held now (0 when none is held).',
+        unit: 's',
+      }),
+      codeLocationLeaks: meter.createCounter(METRIC_CODE_LOCATION_LEAKS, {
+        description:
+          'Leak findings by kind and by the code location that acquired the lease (bounded per pool).',
+        unit: '{lease}',
+      }),
+      codeLocationSuspected: meter.createObservableGauge(METRIC_CODE_LOCATION_LEAKS_SUSPECTED, {
+        description:
+          'Leases held past the leak detection threshold now, by the code location that acquired them.',
+        unit: '{lease}',
+      }),
     };
     if (this._unsubscribers !== undefined) this._addObserver();
   }
@@ -316,6 +358,8 @@ export class PoolInstrumentation extends InstrumentationBase<PoolInstrumentation
       instruments.max,
       instruments.pendingRequests,
       instruments.leaksSuspected,
+      instruments.holdOldestAge,
+      instruments.codeLocationSuspected,
     ];
     this.meter.addBatchObservableCallback(callback, observables);
     this._observer = { meter: this.meter, callback, observables };
@@ -330,10 +374,13 @@ export class PoolInstrumentation extends InstrumentationBase<PoolInstrumentation
 
   /** One `stats()` per open pool per collection feeds every observable instrument. */
   private _observePools(result: BatchObservableResult, instruments: Instruments): void {
+    this._retirePools(result, instruments);
     for (const pool of openPools) {
       let stats: PoolStats;
+      let held: readonly LeaseInfo[] | undefined;
       try {
-        stats = pool.stats();
+        // One stats() per pool: leakReport() gives the counts with the holds.
+        ({ stats, held } = poolReport(pool));
       } catch (error) {
         // One broken pool must not hide the others.
         this._diag.error(`stats() of pool "${pool.name}" failed`, error);
@@ -350,7 +397,60 @@ export class PoolInstrumentation extends InstrumentationBase<PoolInstrumentation
       result.observe(instruments.max, stats.max, attributes.metric);
       result.observe(instruments.pendingRequests, stats.pending, attributes.metric);
       result.observe(instruments.leaksSuspected, stats.suspectedLeaks, attributes.metric);
+      if (held !== undefined) {
+        this._codeLocations.observe(
+          result,
+          instruments.holdOldestAge,
+          instruments.codeLocationSuspected,
+          pool,
+          attributes.metric,
+          held,
+        );
+      }
+      if (!this._warnedAutoName && isAutoNumbered(pool.name)) {
+        this._warnedAutoName = true;
+        this._diag.warn(
+          `pool "${pool.name}" has an auto-numbered name: its metric series change with creation ` +
+            'order and across restarts. Name every pool (the pool option name, or pgPool.poolName).',
+        );
+      }
     }
+  }
+
+  /**
+   * A closed pool's last word: 0 on each of its gauges, once. sdk-metrics 2.x repeats the last
+   * value of a series its callback stops reporting, for the life of the process; a 0 keeps sums
+   * over pools right and `> 0` alerts quiet. Observed before the open pools, so a new pool that
+   * reuses the name overrides it.
+   */
+  private _retirePools(result: BatchObservableResult, instruments: Instruments): void {
+    const retired = this._retired;
+    if (retired === undefined || retired.length === 0) return;
+    this._retired = undefined;
+    for (const pool of retired) {
+      if (openPools.has(pool)) continue;
+      const attributes = attributesOf(pool);
+      result.observe(instruments.count, 0, attributes.idle);
+      result.observe(instruments.count, 0, attributes.used);
+      result.observe(instruments.idleMax, 0, attributes.metric);
+      result.observe(instruments.idleMin, 0, attributes.metric);
+      result.observe(instruments.max, 0, attributes.metric);
+      result.observe(instruments.pendingRequests, 0, attributes.metric);
+      result.observe(instruments.leaksSuspected, 0, attributes.metric);
+      this._codeLocations.retire(
+        result,
+        instruments.holdOldestAge,
+        instruments.codeLocationSuspected,
+        pool,
+        attributes.metric,
+      );
+    }
+  }
+
+  private _onPoolClose({ pool }: ChannelMessages['poolClose']): void {
+    const retired = (this._retired ??= []);
+    // Without a meter provider no collection ever takes them: keep a bounded number.
+    if (retired.length < 1000) retired.push(pool);
   }
 
   /** Subscribes a handler, guarded: telemetry must never throw into the pool. */
@@ -469,13 +569,32 @@ export class PoolInstrumentation extends InstrumentationBase<PoolInstrumentation
 
   private _onLeak(message: LeakMessage): void {
     const { kind, lease } = message;
+    const state = message.hold && this._state(message.hold);
+    const at = hrTimeFromEpochMillis(lease.acquiredAt + message.ageMillis);
     // `returned` is the late end of a suspected leak, already counted.
     if (kind !== 'returned') {
-      const attributes = Object.assign({}, attributesOf(message.pool).metric);
+      const poolAttributes = attributesOf(message.pool);
+      const attributes = Object.assign({}, poolAttributes.metric);
       attributes[ATTR_LEAK_KIND] = kind;
       this._instruments.leaks.add(1, attributes);
+      const located = Object.assign(
+        {},
+        this._codeLocations.attributes(message.pool, poolAttributes.metric, lease),
+      );
+      located[ATTR_LEAK_KIND] = kind;
+      this._instruments.codeLocationLeaks.add(1, located);
+      if (this._config.leakSpans) {
+        recordLeakSpan(
+          this.tracer,
+          message,
+          state,
+          poolAttributes.span,
+          this._config.captureStacks !== false,
+          at,
+        );
+      }
     }
-    const span = message.hold && this._state(message.hold)?.holdSpan;
+    const span = state?.holdSpan;
     if (span === undefined || !span.isRecording()) return;
     const attributes: Attributes = { [ATTR_LEASE_AGE]: message.ageMillis / 1000 };
     const stack = message.stack ?? lease.stack;
@@ -483,11 +602,7 @@ export class PoolInstrumentation extends InstrumentationBase<PoolInstrumentation
       attributes[ATTR_CODE_STACKTRACE] = stack;
       addCodeLocation(attributes, lease.location);
     }
-    span.addEvent(
-      LEAK_EVENT[kind],
-      attributes,
-      hrTimeFromEpochMillis(lease.acquiredAt + message.ageMillis),
-    );
+    span.addEvent(LEAK_EVENT[kind], attributes, at);
     if (kind === 'collected' || kind === 'reclaimed') {
       span.setStatus({ code: SpanStatusCode.ERROR, message: `lease ${kind}` });
     }

@@ -11,6 +11,11 @@ import type { AlertKind, LeakKind } from '../events';
 export const SPAN_HOLD = 'poolwatch.hold';
 /** Optional (`waitSpans`): the wait inside `acquire()`, from the call to the lease or the error. */
 export const SPAN_ACQUIRE = 'poolwatch.acquire';
+/**
+ * A short span at the moment of each leak finding (suspected, collected, reclaimed): child of the
+ * hold span when that is recorded, else the root of a new trace linked to the acquiring one.
+ */
+export const SPAN_LEAK = 'poolwatch.leak';
 
 // --- Attributes ------------------------------------------------------------------------------------
 
@@ -39,6 +44,16 @@ export const ATTR_ALERT_THRESHOLD = 'poolwatch.alert.threshold';
 export const METRIC_LEAKS_SUSPECTED = 'poolwatch.leaks.suspected';
 /** Counter, `{lease}`: leak findings, by `poolwatch.leak.kind` (`suspected`, `collected`, `reclaimed`). */
 export const METRIC_LEAKS = 'poolwatch.leaks';
+/** Observable gauge, `s`: age of the oldest lease held now (0 when none). */
+export const METRIC_HOLD_OLDEST_AGE = 'poolwatch.hold.oldest_age';
+/** Counter, `{lease}`: leak findings by kind and the acquiring code location (`code.*`). */
+export const METRIC_CODE_LOCATION_LEAKS = 'poolwatch.code_location.leaks';
+/** Observable gauge, `{lease}`: leases suspected now, by the acquiring code location. */
+export const METRIC_CODE_LOCATION_LEAKS_SUSPECTED = 'poolwatch.code_location.leaks.suspected';
+/** `code.file.path` of findings whose lease had no stack captured. */
+export const CODE_LOCATION_UNKNOWN = 'unknown';
+/** `code.file.path` of findings past a pool's `maxCodeLocationsPerPool` distinct locations. */
+export const CODE_LOCATION_OTHER = 'other';
 
 // --- Span events and log record event names ------------------------------------------------------
 

@@ -35,6 +35,20 @@ export interface PoolInstrumentationConfig extends InstrumentationConfig {
    */
   captureStacks?: boolean;
   /**
+   * One short `poolwatch.leak` span at each leak finding (suspected, collected, reclaimed), so a
+   * lease that never comes back still shows in a trace: child of the hold span when that is
+   * recorded, else the root of a new trace linked to the acquiring one (see the README). Not
+   * affected by `holdSpans` or `requireParentSpan`: findings are rare.
+   * @default true
+   */
+  leakSpans?: boolean;
+  /**
+   * Distinct acquiring code locations reported per pool by the `poolwatch.code_location.*`
+   * metrics; findings at further locations are reported under `code.file.path="other"`.
+   * @default 20
+   */
+  maxCodeLocationsPerPool?: number;
+  /**
    * Called with each hold span right after it starts, to add attributes. Errors it throws are
    * reported through `diag` and ignored.
    */

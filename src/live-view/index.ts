@@ -20,7 +20,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { codeLocationOf, type CodeLocation } from '../code-location';
 import { InvalidOptionError } from '../errors';
 import { openPools, type PoolRef } from '../events';
-import { heldLeases } from '../held-leases';
+import { poolReport } from '../held-leases';
 import type { PoolStats, ServerInfo } from '../types';
 import { renderHtml } from './html';
 
@@ -119,8 +119,7 @@ export function liveViewSnapshot(
     let stats: PoolStats;
     let held;
     try {
-      stats = pool.stats();
-      held = heldLeases(pool);
+      ({ stats, held } = poolReport(pool));
     } catch {
       continue; // a pool that fails to report is left out, not the whole page
     }

@@ -61,6 +61,8 @@ describe('PoolInstrumentation: an ES-module application (child process, built pa
       'db.client.connection.pending_requests',
       'db.client.connection.use_time',
       'db.client.connection.wait_time',
+      'poolwatch.code_location.leaks',
+      'poolwatch.hold.oldest_age',
       'poolwatch.leaks',
       'poolwatch.leaks.suspected',
     ]);

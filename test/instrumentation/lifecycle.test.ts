@@ -76,6 +76,8 @@ describe('PoolInstrumentation: lifecycle', () => {
     );
     assert.deepEqual(instrumentation.getConfig(), {
       enabled: false,
+      leakSpans: true,
+      maxCodeLocationsPerPool: 20,
       holdSpans: true,
       waitSpans: false,
       requireParentSpan: false,

@@ -88,6 +88,12 @@ describe('PoolInstrumentation: metrics', () => {
       histogram('db.client.connection.create_time'),
       histogram('db.client.connection.wait_time'),
       histogram('db.client.connection.use_time'),
+      {
+        name: 'poolwatch.hold.oldest_age',
+        unit: 's',
+        type: InstrumentType.OBSERVABLE_GAUGE,
+        dataPointType: DataPointType.GAUGE,
+      },
     ]);
     const count = metrics.get('db.client.connection.count')!;
     assert.equal(count.dataPointType === DataPointType.SUM && count.isMonotonic, false);
