@@ -1,8 +1,9 @@
 /**
  * A pool's counts and the leases it currently holds out, for readers that list or measure them
  * (the live view, the metrics' batch callback). `leakReport()` gives both from one `stats()`; a
- * `PoolRef` without it (an older copy of poolwatch in the same process) gives its stats and
- * `held: undefined`: its holds are unknown, which is not the same as none.
+ * `PoolRef` without it (`leakReport` is optional: an older copy of poolwatch in the process, a
+ * hand-written source) gives its stats and `held: undefined`: its holds are unknown, which is not
+ * the same as none.
  */
 import type { PoolRef } from './events';
 import type { LeaseInfo, PoolStats } from './types';
@@ -13,14 +14,9 @@ export interface PoolReport {
   readonly held: readonly LeaseInfo[] | undefined;
 }
 
-interface Reporting {
-  leakReport?: () => { readonly stats: PoolStats; readonly held: readonly LeaseInfo[] };
-}
-
 /** One `stats()` call either way. */
 export function poolReport(pool: PoolRef): PoolReport {
-  const leakReport = (pool as PoolRef & Reporting).leakReport;
-  if (typeof leakReport !== 'function') return { stats: pool.stats(), held: undefined };
-  const { stats, held } = leakReport.call(pool);
+  if (typeof pool.leakReport !== 'function') return { stats: pool.stats(), held: undefined };
+  const { stats, held } = pool.leakReport();
   return { stats, held };
 }

@@ -90,9 +90,10 @@ describe('PoolInstrumentation: leaks where operators look', () => {
       const t = setup();
       const p = pool({ reclaimAfterMillis: 5000 });
       let request!: Span;
+      let lease!: Lease<FakeResource>;
       await t.tracer.startActiveSpan('GET /checkout', async (span) => {
         request = span;
-        await checkoutHandler(p); // never released
+        lease = await checkoutHandler(p); // never released
         span.end();
       });
       await env.clock.tickAsync(2000); // suspected
@@ -117,8 +118,8 @@ describe('PoolInstrumentation: leaks where operators look', () => {
         'server.port': 5432,
         'db.namespace': 'app',
         'poolwatch.leak.kind': 'suspected',
-        'poolwatch.lease.id': leak!.attributes['poolwatch.lease.id'],
-        'poolwatch.resource.id': 1,
+        'poolwatch.lease.id': lease.info.id,
+        'poolwatch.resource.id': lease.info.resourceId,
         'poolwatch.lease.age': 2,
         ...CHECKOUT,
       });
