@@ -23,6 +23,9 @@
  *   `OTEL_EXPORTER_PROMETHEUS_PORT`, default 9464, with the JS exporter's names: no Collector).
  * - `OTEL_METRIC_EXPORT_INTERVAL` (ms, default 5000).
  * - `POOLWATCH_EXAMPLE_SECONDS`: stop after this long (default: run until SIGINT or SIGTERM).
+ * - `POOLWATCH_EXAMPLE_TIME_SCALE`: multiplies every period of the schedule and the pool's leak
+ *   and reclaim thresholds (default 1; the dashboard test runs it at 0.02: a leak every 0.8 s).
+ * - `POOLWATCH_EXAMPLE_SERVICE_INSTANCE`: `service.instance.id` (default: a random UUID).
  */
 import { randomUUID } from 'node:crypto';
 import { context, metrics, SpanKind, SpanStatusCode, trace, type Span } from '@opentelemetry/api';
@@ -61,18 +64,34 @@ const TABLE = 'poolwatch_example_accounts';
 const ACCOUNTS = 10;
 
 // The schedule. Production thresholds are minutes; these are short so that the story plays out
-// in a few minutes.
+// in a few minutes (and in seconds at POOLWATCH_EXAMPLE_TIME_SCALE=0.02).
+const SCALE = timeScale();
+const scaled = (millis: number) => Math.max(1, Math.round(millis * SCALE));
 const TRAFFIC_EVERY_MS = 100;
-const TRAFFIC_TIMEOUT_MS = 2_000; // the API answers 503 after waiting 2 s for a connection
-const REPORT_EVERY_MS = 40_000;
-const TRANSFER_EVERY_MS = 90_000;
-const OVERLOAD_EVERY_MS = 6 * 60_000;
-const OVERLOAD_FOR_MS = 3 * 60_000;
-const OVERLOAD_FIRST_AFTER_MS = 60_000;
+// The API answers 503 after waiting 2 s for a connection (scaled, but at least 50 ms).
+const TRAFFIC_TIMEOUT_MS = Math.max(50, scaled(2_000));
+const REPORT_EVERY_MS = scaled(40_000);
+const TRANSFER_EVERY_MS = scaled(90_000);
+const FIRST_TRANSFER_AFTER_MS = scaled(15_000);
+const OVERLOAD_EVERY_MS = scaled(6 * 60_000);
+const OVERLOAD_FOR_MS = scaled(3 * 60_000);
+const OVERLOAD_FIRST_AFTER_MS = scaled(60_000);
 const OVERLOAD_WORKERS = 12;
 const OVERLOAD_QUERY = 'SELECT pg_sleep(0.5)';
-const GC_EVERY_MS = 10_000;
-const STATS_EVERY_MS = 30_000;
+const GC_EVERY_MS = scaled(10_000);
+const STATS_EVERY_MS = scaled(30_000);
+const LEAK_THRESHOLD_MS = scaled(5_000);
+const RECLAIM_AFTER_MS = scaled(60_000);
+const KEEP_REPORTS_MS = scaled(90_000);
+
+function timeScale(): number {
+  const text = process.env.POOLWATCH_EXAMPLE_TIME_SCALE ?? '1';
+  const value = Number(text);
+  if (!(value > 0 && value <= 1)) {
+    throw new Error(`POOLWATCH_EXAMPLE_TIME_SCALE=${text}: expected a number in (0, 1]`);
+  }
+  return value;
+}
 
 // --- OpenTelemetry SDK --------------------------------------------------------------------------
 
@@ -104,7 +123,7 @@ async function startSdk(): Promise<Sdk> {
   const resource = resourceFromAttributes({
     'service.name': SERVICE_NAME,
     // The Collector's prometheus exporter makes it the `instance` label.
-    'service.instance.id': randomUUID(),
+    'service.instance.id': process.env.POOLWATCH_EXAMPLE_SERVICE_INSTANCE ?? randomUUID(),
   }).merge(detectResources({ detectors: [envDetector] })); // OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES
 
   const tracesTo = exporterChoice('OTEL_TRACES_EXPORTER', ['otlp', 'console', 'none']);
@@ -207,8 +226,8 @@ async function main(): Promise<void> {
     name: 'bank',
     max: 5,
     acquireTimeoutMillis: 10_000,
-    leakDetectionThresholdMillis: 5_000,
-    reclaimAfterMillis: 60_000,
+    leakDetectionThresholdMillis: LEAK_THRESHOLD_MS,
+    reclaimAfterMillis: RECLAIM_AFTER_MS,
     // Every acquire keeps its stack, so every finding has one. In production, leave the default
     // ('auto': sampled while the pool is relaxed, every acquire under pressure).
     captureStacks: 'always',
@@ -287,14 +306,14 @@ async function main(): Promise<void> {
     }, OVERLOAD_FIRST_AFTER_MS),
   );
   void report();
-  timers.push(setTimeout(() => void postTransfer(), 15_000));
+  timers.push(setTimeout(() => void postTransfer(), FIRST_TRANSFER_AFTER_MS));
 
   const gc = (globalThis as { gc?: () => void }).gc;
   if (gc) every(GC_EVERY_MS, gc);
   else log('not started with --expose-gc: collected leaks are found when V8 collects on its own');
   every(STATS_EVERY_MS, () => {
     // Leases older than reclaimAfterMillis were taken back by the pool: they can be let go.
-    while (kept.length > 0 && Date.now() - kept[0]!.at > 90_000) kept.shift();
+    while (kept.length > 0 && Date.now() - kept[0]!.at > KEEP_REPORTS_MS) kept.shift();
     const s = pool.stats();
     log(
       `requests ${counts.requests} (${counts.failed} failed); pool: used ${s.used}/${s.max}, ` +

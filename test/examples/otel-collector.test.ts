@@ -38,6 +38,8 @@ const ALERTS = [
   'PoolwatchPoolExhausted',
   'PoolwatchAcquireTimeouts',
   'PoolwatchSlowAcquire',
+  'PoolwatchLongHold',
+  'PoolwatchNewLeakingCodeLocation',
 ];
 
 // --- tools ----------------------------------------------------------------------------------------
@@ -162,8 +164,16 @@ const PROMQL_KEYWORDS = new Set([
   'nan',
 ]);
 
-/** The metric names a PromQL expression selects (enough PromQL for these files). */
-function metricNames(expr: string): string[] {
+/**
+ * The metric names a PromQL expression selects (enough PromQL for these files). A
+ * `{__name__=~"re"}` selector stands for every name of `known` it matches (anchored, as in PromQL).
+ */
+function metricNames(expr: string, known: Iterable<string> = []): string[] {
+  const byRegex: string[] = [];
+  for (const [, re] of expr.matchAll(/__name__=~"((?:[^"\\]|\\.)*)"/g)) {
+    const anchored = new RegExp(`^(?:${re!.replace(/\\\\/g, '\\')})$`);
+    byRegex.push(...[...known].filter((name) => anchored.test(name)));
+  }
   const stripped = expr
     .replace(/"(?:[^"\\]|\\.)*"/g, '""') // strings
     .replace(/\{[^}]*\}/g, ' ') // label matchers
@@ -176,12 +186,13 @@ function metricNames(expr: string): string[] {
     if (PROMQL_KEYWORDS.has(match[0].toLowerCase())) continue;
     names.push(match[0]);
   }
-  return names;
+  return [...names, ...byRegex];
 }
 
 interface Panel {
   title?: string;
   type?: string;
+  fieldConfig?: { defaults?: { links?: { url: string }[] } };
   datasource?: { type?: string; uid?: string };
   targets?: { expr?: string; datasource?: { type?: string; uid?: string } }[];
   panels?: Panel[];
@@ -189,6 +200,40 @@ interface Panel {
 
 function allPanels(panels: Panel[]): Panel[] {
   return panels.flatMap((panel) => [panel, ...allPanels(panel.panels ?? [])]);
+}
+
+interface Dashboard {
+  uid: string;
+  panels: Panel[];
+  templating: { list: { name: string; type: string; query: unknown }[] };
+}
+
+function readDashboard(): Dashboard {
+  return JSON.parse(
+    readFileSync(path.join(DIR, 'grafana/dashboards/poolwatch.json'), 'utf8'),
+  ) as Dashboard;
+}
+
+/** Every PromQL query of the dashboard: panel targets and query variables. */
+function dashboardQueries(dashboard: Dashboard): { title: string; expr: string }[] {
+  const queries: { title: string; expr: string }[] = [];
+  for (const panel of allPanels(dashboard.panels)) {
+    (panel.targets ?? []).forEach((target, i) => {
+      const type = target.datasource?.type ?? panel.datasource?.type;
+      if (type !== 'prometheus') return;
+      assert.ok(target.expr, `panel "${panel.title}": a Prometheus target without expr`);
+      const title = panel.targets!.length > 1 ? `${panel.title} [${i + 1}]` : panel.title!;
+      queries.push({ title, expr: target.expr });
+    });
+  }
+  for (const variable of dashboard.templating.list) {
+    if (variable.type !== 'query') continue;
+    const query = (variable.query as { query: string }).query;
+    const selector = /^label_values\((.*),\s*\w+\)$/.exec(query)?.[1];
+    assert.ok(selector, `variable ${variable.name}: ${query}`);
+    queries.push({ title: `variable $${variable.name}`, expr: selector });
+  }
+  return queries;
 }
 
 // --- the tests ------------------------------------------------------------------------------------
@@ -209,13 +254,13 @@ describe('examples/otel-collector', function () {
       ]);
       assert.equal(status, 0, output);
       assert.match(output, /SUCCESS: 1 rule files found/);
-      assert.match(output, /SUCCESS: 5 rules found/);
+      assert.match(output, /SUCCESS: 7 rules found/);
     });
 
     it('promtool check rules', () => {
       const { status, output } = run('promtool', ['check', 'rules', RULES]);
       assert.equal(status, 0, output);
-      assert.match(output, /SUCCESS: 5 rules found/);
+      assert.match(output, /SUCCESS: 7 rules found/);
     });
 
     it('promtool test rules: each alert firing and not firing', () => {
@@ -243,7 +288,9 @@ describe('examples/otel-collector', function () {
     const names = telemetryNames();
 
     it('README.md (Telemetry) lists every metric poolwatch exports (the names the checks below use)', () => {
-      assert.equal(names.js.size, 11 + 3 * 2, [...names.js].join()); // 3 histograms: 3 series each
+      assert.equal(names.js.size, 14 + 3 * 2, [...names.js].join()); // 3 histograms: 3 series each
+      assert.ok(names.collector.has('poolwatch_hold_oldest_age_seconds'));
+      assert.ok(names.js.has('poolwatch_hold_oldest_age'));
       assert.ok(names.collector.has('db_client_connection_wait_time_seconds_bucket'));
       assert.ok(names.js.has('db_client_connection_wait_time_bucket'));
       assert.ok(names.collector.has('poolwatch_leaks_total'));
@@ -259,73 +306,129 @@ describe('examples/otel-collector', function () {
       );
     });
 
-    it('the dashboard queries only metrics poolwatch exports through a Collector, and all of them', () => {
-      const dashboard = JSON.parse(
-        readFileSync(path.join(DIR, 'grafana/dashboards/poolwatch.json'), 'utf8'),
-      ) as { uid: string; panels: Panel[]; templating: { list: { query: unknown }[] } };
+    it("every dashboard query selects poolwatch metrics on both paths, and poolwatch's series only", () => {
+      const dashboard = readDashboard();
       assert.equal(dashboard.uid, 'poolwatch');
+      const all = new Set([...names.js, ...names.collector]);
       const used = new Set<string>();
-      for (const panel of allPanels(dashboard.panels)) {
-        for (const target of panel.targets ?? []) {
-          const type = target.datasource?.type ?? panel.datasource?.type;
-          if (type !== 'prometheus') continue;
-          assert.ok(target.expr, `panel "${panel.title}": a Prometheus target without expr`);
-          const found = metricNames(target.expr);
-          assert.ok(found.length > 0, `panel "${panel.title}": no metric in ${target.expr}`);
-          for (const name of found) {
-            assert.ok(
-              names.collector.has(name),
-              `panel "${panel.title}": ${name} is not a metric poolwatch exports through a Collector`,
-            );
-            used.add(name);
-          }
+      for (const { title, expr } of dashboardQueries(dashboard)) {
+        const found = metricNames(expr, all);
+        assert.ok(found.length > 0, `"${title}": no metric in ${expr}`);
+        for (const name of found) {
+          assert.ok(all.has(name), `"${title}": ${name} is not a metric poolwatch exports`);
+          used.add(name);
         }
+        // Each query finds its data whichever way the metrics came (JS exporter or Collector)...
+        assert.ok(
+          found.some((n) => names.js.has(n)),
+          `"${title}": nothing on the JS path`,
+        );
+        assert.ok(
+          found.some((n) => names.collector.has(n)),
+          `"${title}": nothing via a Collector`,
+        );
+        // ...and never counts instrumentation-pg's series of the same names.
+        assert.match(expr, /otel_scope_name="poolwatch"/, `"${title}": not limited to poolwatch`);
       }
-      for (const variable of dashboard.templating.list) {
-        const query = typeof variable.query === 'string' ? variable.query : '';
-        for (const name of metricNames(query.replace(/^label_values\((.*),[^,]*\)$/, '$1'))) {
-          assert.ok(names.collector.has(name), `template variable: ${name}`);
-        }
-      }
-      // The panels the stack promises: used/idle/max, pending, wait p50/p99, use p99, timeouts,
-      // suspected leaks, findings by kind.
       for (const name of [
         'db_client_connection_count',
         'db_client_connection_max',
         'db_client_connection_pending_requests',
+        'db_client_connection_wait_time_bucket',
         'db_client_connection_wait_time_seconds_bucket',
+        'db_client_connection_use_time_bucket',
         'db_client_connection_use_time_seconds_bucket',
         'db_client_connection_timeouts_total',
         'poolwatch_leaks_suspected',
         'poolwatch_leaks_total',
+        'poolwatch_hold_oldest_age',
+        'poolwatch_hold_oldest_age_seconds',
+        'poolwatch_code_location_leaks_total',
+        'poolwatch_code_location_leaks_suspected',
       ]) {
         assert.ok(used.has(name), `no panel queries ${name}`);
       }
-      const text = JSON.stringify(dashboard);
-      assert.match(text, /histogram_quantile\(0\.5, [^"]*wait_time_seconds_bucket/);
-      assert.match(text, /histogram_quantile\(0\.99, [^"]*wait_time_seconds_bucket/);
-      assert.match(text, /histogram_quantile\(0\.99, [^"]*use_time_seconds_bucket/);
+      const exprs = dashboardQueries(dashboard).map((q) => q.expr);
+      for (const pattern of [
+        /^histogram_quantile\(0\.5, .*wait_time\(_seconds\)\?_bucket/,
+        /^histogram_quantile\(0\.99, .*wait_time\(_seconds\)\?_bucket/,
+        /^histogram_quantile\(0\.99, .*use_time\(_seconds\)\?_bucket/,
+      ]) {
+        assert.ok(
+          exprs.some((e) => pattern.test(e)),
+          String(pattern),
+        );
+      }
+      // Service (job), instance and pool variables, each used by every panel query.
+      const variables = dashboard.templating.list.map((v) => v.name);
+      assert.deepEqual(variables, ['datasource', 'tracing', 'job', 'instance', 'pool']);
+      for (const { title, expr } of dashboardQueries(dashboard)) {
+        if (title.startsWith('variable ')) continue;
+        for (const variable of ['$job', '$instance', '$pool']) {
+          assert.ok(expr.includes(variable), `"${title}": does not filter on ${variable}`);
+        }
+      }
     });
 
-    it('every data source the dashboard uses is provisioned', function () {
+    it('uses data source variables, not fixed uids, and links a leak to its traces', function () {
       const provisioned = loadYaml(this, 'grafana/provisioning/datasources/datasources.yml');
-      const uids = new Map<string, string>(
-        (provisioned.datasources as { uid: string; type: string }[]).map((d) => [d.uid, d.type]),
+      const types = new Set(
+        (provisioned.datasources as { uid: string; type: string }[]).map((d) => d.type),
       );
-      assert.deepEqual([...uids.values()].sort(), ['jaeger', 'prometheus']);
-      const dashboard = JSON.parse(
-        readFileSync(path.join(DIR, 'grafana/dashboards/poolwatch.json'), 'utf8'),
-      ) as { panels: Panel[] };
+      assert.deepEqual([...types].sort(), ['jaeger', 'prometheus']);
+      const dashboard = readDashboard();
+      const variables = new Map(
+        dashboard.templating.list
+          .filter((v) => v.type === 'datasource')
+          .map((v) => [`\${${v.name}}`, v.query as string]),
+      );
+      assert.deepEqual(
+        [...variables],
+        [
+          ['${datasource}', 'prometheus'],
+          ['${tracing}', 'jaeger'],
+        ],
+      );
+      for (const variable of dashboard.templating.list) {
+        const ds = (variable as { datasource?: { type?: string; uid?: string } }).datasource;
+        if (ds) assert.equal(variables.get(ds.uid ?? ''), ds.type, `variable ${variable.name}`);
+      }
       for (const panel of allPanels(dashboard.panels)) {
         for (const ds of [panel.datasource, ...(panel.targets ?? []).map((t) => t.datasource)]) {
           if (ds === undefined) continue;
           assert.equal(
-            uids.get(ds.uid ?? ''),
+            variables.get(ds.uid ?? ''),
             ds.type,
-            `panel "${panel.title}": ${JSON.stringify(ds)}`,
+            `panel "${panel.title}": ${JSON.stringify(ds)} is not a data source variable`,
           );
         }
       }
+      // The leaking code locations link each row to its poolwatch.leak spans in the tracing
+      // data source; the suspected-leaks panel links each pool to its leak spans.
+      const links = (title: string) => {
+        const panel = allPanels(dashboard.panels).find((p) => p.title === title);
+        assert.ok(panel, title);
+        return (panel.fieldConfig?.defaults?.links ?? []).map((l) => decodeURIComponent(l.url));
+      };
+      const [byLocation] = links('Leaking code locations');
+      assert.match(
+        byLocation!,
+        /^\/explore\?orgId=\$\{__org\}&left=\{"datasource":"\$\{tracing\}"/,
+      );
+      assert.match(
+        byLocation!,
+        /"service":"\$\{__data\.fields\.job\}","operation":"poolwatch\.leak"/,
+      );
+      assert.match(
+        byLocation!,
+        /"tags":"code\.file\.path=\\"\$\{__data\.fields\.code_file_path\}\\" code\.line\.number=\$\{__data\.fields\.code_line_number\}"/,
+      );
+      const [byPool] = links('Suspected leaks');
+      assert.match(
+        byPool!,
+        /"operation":"poolwatch\.leak","tags":"db\.client\.connection\.pool\.name=/,
+      );
+      assert.ok(!JSON.stringify(dashboard).includes('poolwatch-example'), 'no fixed service name');
       const providers = loadYaml(this, 'grafana/provisioning/dashboards/dashboards.yml');
       assert.equal(providers.providers[0].options.path, '/var/lib/grafana/dashboards');
     });
@@ -339,11 +442,21 @@ describe('examples/otel-collector', function () {
       }
       assert.deepEqual([...exprs.keys()], ALERTS);
       for (const [alert, expr] of exprs) {
-        for (const name of metricNames(expr)) assert.ok(all.has(name), `${alert}: ${name}`);
+        const found = metricNames(expr, all);
+        assert.ok(found.length > 0, `${alert}: no metric`);
+        for (const name of found) assert.ok(all.has(name), `${alert}: ${name}`);
       }
-      const slow = metricNames(exprs.get('PoolwatchSlowAcquire')!);
-      assert.ok(slow.includes('db_client_connection_wait_time_seconds_bucket'), 'Collector path');
-      assert.ok(slow.includes('db_client_connection_wait_time_bucket'), 'JS exporter path');
+      for (const alert of ['PoolwatchSlowAcquire', 'PoolwatchLongHold']) {
+        const found = metricNames(exprs.get(alert)!, all);
+        assert.ok(
+          found.some((n) => names.collector.has(n) && !names.js.has(n)),
+          `${alert}: Collector path`,
+        );
+        assert.ok(
+          found.some((n) => names.js.has(n) && !names.collector.has(n)),
+          `${alert}: JS exporter path`,
+        );
+      }
     });
   });
 
@@ -479,6 +592,10 @@ describe('examples/otel-collector', function () {
             '# TYPE poolwatch_leaks_total counter',
             `poolwatch_leaks_total{${pool},poolwatch_leak_kind="suspected"} 2`,
             `poolwatch_leaks_total{${pool},poolwatch_leak_kind="collected"} 1`,
+            '# TYPE poolwatch_hold_oldest_age_seconds gauge',
+            `poolwatch_hold_oldest_age_seconds{${pool}} ${900 + scrapes}`,
+            '# TYPE poolwatch_code_location_leaks_total counter',
+            `poolwatch_code_location_leaks_total{${pool},poolwatch_leak_kind="collected",code_function_name="transfer",code_file_path="/app/transfer.js",code_line_number="40"} 1`,
             '# TYPE db_client_connection_wait_time_seconds histogram',
             bucket('0.005', 0),
             bucket('1', 0),
@@ -585,6 +702,7 @@ describe('examples/otel-collector', function () {
             'PoolwatchConnectionsCollectedOrReclaimed',
             'PoolwatchPoolExhausted',
             'PoolwatchAcquireTimeouts',
+            'PoolwatchNewLeakingCodeLocation',
           ],
         ],
       ]);
