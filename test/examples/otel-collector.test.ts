@@ -28,6 +28,7 @@ import { PrometheusExporter } from '@opentelemetry/exporter-prometheus';
 import { MeterProvider } from '@opentelemetry/sdk-metrics';
 import { Pool, PoolInstrumentation, type Lease, type PoolOptions } from '../../src';
 import { plainFactory, type FakeResource } from '../support/fake-factory';
+import { getPostgres } from '../support/postgres';
 
 const ROOT = path.resolve(__dirname, '../..');
 const DIR = path.join(ROOT, 'examples/otel-collector');
@@ -234,6 +235,62 @@ function dashboardQueries(dashboard: Dashboard): { title: string; expr: string }
     queries.push({ title: `variable $${variable.name}`, expr: selector });
   }
   return queries;
+}
+
+/** JS exporter name → Collector name, for every name the README table gives both of. */
+function collectorRenames(names: MetricNames): Map<string, string> {
+  const js = [...names.js].sort();
+  const collector = [...names.collector].sort();
+  const renames = new Map<string, string>();
+  for (const name of js) {
+    const match = collector.find(
+      (c) =>
+        c === name ||
+        c === name.replace(/(_bucket|_sum|_count)?$/, '_seconds$1') ||
+        (name === 'db_client_connection_count' && c === name),
+    );
+    assert.ok(match, `no Collector name for ${name}`);
+    renames.set(name, match);
+  }
+  return renames;
+}
+
+const DOUBLED = /^(db_client_connection_(?:count|max|pending_requests))\{/;
+
+/**
+ * A JS exporter exposition as a Collector's prometheus exporter would write it for the same
+ * metrics: renamed (`_seconds`), with `job` and `instance` labels (from service.name and
+ * service.instance.id), plus, beside each pool metric instrumentation-pg also exports,
+ * instrumentation-pg's series for the same pool, value 99.
+ */
+function asCollectorExposition(text: string, renames: Map<string, string>): string {
+  const out: string[] = [];
+  const rename = (name: string) =>
+    renames.get(name) ?? renames.get(`${name}_bucket`)?.replace(/_bucket$/, '') ?? name;
+  for (const line of text.split('\n')) {
+    const meta = /^# (HELP|TYPE) (\S+)(.*)$/.exec(line);
+    if (meta) {
+      out.push(`# ${meta[1]} ${rename(meta[2]!)}${meta[3]}`);
+      continue;
+    }
+    const sample = /^([a-zA-Z_:][\w:]*)\{(.*)\} (\S+)$/.exec(line);
+    if (!sample || !/^(db_client_connection|poolwatch)_/.test(sample[1]!)) {
+      out.push(line);
+      continue;
+    }
+    const labels = `${sample[2]},job="poolwatch-example",instance="collector-style"`;
+    out.push(`${rename(sample[1]!)}{${labels}} ${sample[3]}`);
+    if (DOUBLED.test(line)) {
+      const pg = labels
+        .replace(
+          'otel_scope_name="poolwatch"',
+          'otel_scope_name="@opentelemetry/instrumentation-pg"',
+        )
+        .replace(/otel_scope_version="[^"]*"/, 'otel_scope_version="0.76.0"');
+      out.push(`${sample[1]}{${pg}} 99`);
+    }
+  }
+  return out.join('\n');
 }
 
 // --- the tests ------------------------------------------------------------------------------------
@@ -750,6 +807,180 @@ describe('examples/otel-collector', function () {
       assert.ok(alerting.has('poolwatch-example/orders'));
       assert.ok(alerting.has('poolwatch-js/js-orders'));
       assert.ok(alerting.has('poolwatch-js/js-reports'));
+    });
+  });
+  describe('the dashboard on a real Prometheus, scraping the example app', function () {
+    let directory: string | undefined;
+    let prometheus: ChildProcess | undefined;
+    let app: ChildProcess | undefined;
+    let proxy: http.Server | undefined;
+
+    after(async () => {
+      for (const child of [app, prometheus]) {
+        if (!child || child.exitCode !== null || child.signalCode !== null) continue;
+        const exited = new Promise((resolve) => child.once('exit', resolve));
+        child.kill('SIGTERM');
+        await Promise.race([exited, sleep(5000)]);
+        if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      }
+      await new Promise((resolve) => (proxy ? proxy.close(resolve) : resolve(undefined)));
+      if (directory) await rm(directory, { recursive: true, force: true });
+    });
+
+    it("runs every query: poolwatch's data on the JS exporter path and with Collector names, counted once", async function () {
+      this.timeout(60_000);
+      requireCommand(this, 'prometheus');
+      const started = Date.now();
+      const names = telemetryNames();
+
+      // 1. The example app (a real poolwatch process on PostgreSQL), its schedule 50 times faster,
+      //    its metrics on @opentelemetry/exporter-prometheus: the JS exporter path.
+      const database = await getPostgres();
+      const appPort = await freePort();
+      let appLog = '';
+      app = spawn(
+        process.execPath,
+        ['--expose-gc', '--import', 'tsx', 'examples/otel-collector/app.ts'],
+        {
+          cwd: ROOT,
+          env: {
+            ...process.env,
+            NODE_OPTIONS: '',
+            DATABASE_URL: database.connectionString,
+            OTEL_METRICS_EXPORTER: 'prometheus',
+            OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1',
+            OTEL_EXPORTER_PROMETHEUS_PORT: String(appPort),
+            OTEL_TRACES_EXPORTER: 'none',
+            OTEL_LOGS_EXPORTER: 'none',
+            POOLWATCH_EXAMPLE_TIME_SCALE: '0.02',
+            POOLWATCH_EXAMPLE_SECONDS: '60',
+          },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        },
+      );
+      app.stdout!.on('data', (chunk: Buffer) => (appLog += chunk.toString()));
+      app.stderr!.on('data', (chunk: Buffer) => (appLog += chunk.toString()));
+
+      // 2. The same metrics as a Collector's prometheus exporter names them (the README table's
+      //    last column: `_seconds` on what is in seconds), with the job and instance it derives
+      //    from the resource, and with instrumentation-pg's series of the same names for the same
+      //    pool beside poolwatch's (value 99: any query that mixes them in shows it).
+      const toCollector = collectorRenames(names);
+      proxy = http.createServer((_request, response) => {
+        fetch(`http://127.0.0.1:${appPort}/metrics`)
+          .then((r) => r.text())
+          .then(
+            (text) => {
+              response.setHeader('content-type', 'text/plain; version=0.0.4');
+              response.end(asCollectorExposition(text, toCollector));
+            },
+            () => response.writeHead(503).end(),
+          );
+      });
+      await new Promise<void>((resolve) => proxy!.listen(0, '127.0.0.1', resolve));
+      const proxyPort = (proxy.address() as { port: number }).port;
+
+      // 3. Prometheus scraping both every second (JSON is YAML).
+      directory = await mkdtemp(path.join(os.tmpdir(), 'poolwatch-dashboard-'));
+      await writeFile(
+        path.join(directory, 'prometheus.yml'),
+        JSON.stringify({
+          global: { scrape_interval: '1s', evaluation_interval: '1s' },
+          scrape_configs: [
+            { job_name: 'poolwatch-js', static_configs: [{ targets: [`127.0.0.1:${appPort}`] }] },
+            {
+              job_name: 'otel-collector',
+              honor_labels: true,
+              static_configs: [{ targets: [`127.0.0.1:${proxyPort}`] }],
+            },
+          ],
+        }),
+      );
+      const port = await freePort();
+      let log = '';
+      prometheus = spawn(
+        'prometheus',
+        [
+          `--config.file=${path.join(directory, 'prometheus.yml')}`,
+          `--storage.tsdb.path=${path.join(directory, 'data')}`,
+          `--web.listen-address=127.0.0.1:${port}`,
+          '--log.level=warn',
+        ],
+        { stdio: ['ignore', 'pipe', 'pipe'] },
+      );
+      prometheus.stdout!.on('data', (chunk: Buffer) => (log += chunk.toString()));
+      prometheus.stderr!.on('data', (chunk: Buffer) => (log += chunk.toString()));
+
+      // 4. Every dashboard query, as Grafana would send it with "All" selected, until each returns
+      //    poolwatch's data for both jobs.
+      const queries = dashboardQueries(readDashboard()).map(({ title, expr }) => ({
+        title,
+        expr: expr
+          .replaceAll('$__rate_interval', '5s')
+          .replaceAll('$__range', '5m')
+          .replace(/\$(job|instance|pool)\b/g, '.*'),
+      }));
+      type Sample = { metric: Record<string, string>; value: [number, string] };
+      const JOBS = ['poolwatch-js', 'poolwatch-example'];
+      const query = async (expr: string): Promise<Sample[] | undefined> => {
+        const response = await fetch(
+          `http://127.0.0.1:${port}/api/v1/query?query=${encodeURIComponent(expr)}`,
+        ).catch(() => undefined);
+        if (!response?.ok) return undefined;
+        return ((await response.json()) as { data: { result: Sample[] } }).data.result;
+      };
+      const missing = (results: Sample[] | undefined) =>
+        JOBS.filter(
+          (job) => !results?.some((r) => r.metric.job === job && !Number.isNaN(Number(r.value[1]))),
+        );
+      let results = new Map<string, Sample[] | undefined>();
+      const deadline = started + 45_000;
+      for (;;) {
+        if (prometheus.exitCode !== null) assert.fail(`prometheus exited:\n${log}`);
+        if (app.exitCode !== null) assert.fail(`the example app exited:\n${appLog}`);
+        results = new Map();
+        for (const { title, expr } of queries) results.set(title, await query(expr));
+        if ([...results.values()].every((r) => missing(r).length === 0)) break;
+        if (Date.now() > deadline) break;
+        await sleep(500);
+      }
+      for (const { title, expr } of queries) {
+        assert.deepEqual(
+          missing(results.get(title)),
+          [],
+          `"${title}" has no data for these jobs after ${Math.round((Date.now() - started) / 1000)} s:\n${expr}\n${appLog.slice(-2000)}`,
+        );
+      }
+
+      // Counted once: poolwatch's own counts (max 5), never instrumentation-pg's 99.
+      const series = (title: string, job: string) =>
+        results.get(title)!.filter((r) => r.metric.job === job);
+      for (const job of JOBS) {
+        const max = series('Connections: used, idle and max [2]', job);
+        assert.deepEqual(
+          max.map((r) => [r.metric.db_client_connection_pool_name, r.value[1]]),
+          [['bank', '5']],
+        );
+        for (const r of series('Connections: used, idle and max [1]', job)) {
+          assert.ok(Number(r.value[1]) <= 5, `${job}: ${JSON.stringify(r)}`);
+        }
+        for (const r of series('Pending requests', job)) assert.ok(Number(r.value[1]) < 99);
+        assert.ok(Number(series('Oldest hold', job)[0]!.value[1]) > 0, `${job}: oldest hold`);
+        const locations = series('Leaking code locations [1]', job).map(
+          (r) => `${r.metric.code_function_name ?? ''} ${path.basename(r.metric.code_file_path!)}`,
+        );
+        assert.ok(locations.includes('exportReport app.ts'), `${job}: ${locations.join(', ')}`);
+      }
+
+      if (process.env.POOLWATCH_DASHBOARD_RESULTS) {
+        for (const { title } of queries) {
+          for (const r of results.get(title)!) {
+            const { job, ...labels } = r.metric;
+            delete labels.instance;
+            console.log(`${title} | ${job} | ${JSON.stringify(labels)} | ${r.value[1]}`);
+          }
+        }
+      }
     });
   });
 });
