@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import path from 'node:path';
 import { readFileSync } from 'node:fs';
 import {
   context,
@@ -24,6 +25,9 @@ import { useFakeClock } from '../support/fake-clock';
 import { plainFactory, type FakeResource } from '../support/fake-factory';
 import { hr, points, Telemetry } from './telemetry';
 
+/** This file as code locations name it: relative to the working directory. */
+const FILE = path.relative(process.cwd(), __filename);
+
 const T0 = 1_700_000_000_000;
 const SERVER = { system: 'postgresql', address: 'db.internal', port: 5432, namespace: 'app' };
 
@@ -48,12 +52,12 @@ function auditJob(p: Pool<FakeResource>): Promise<Lease<FakeResource>> {
 
 const CHECKOUT = {
   'code.function.name': 'checkoutHandler',
-  'code.file.path': __filename,
+  'code.file.path': FILE,
   'code.line.number': lineOf('// @checkout'),
 };
 const REPORT = {
   'code.function.name': 'reportJob',
-  'code.file.path': __filename,
+  'code.file.path': FILE,
   'code.line.number': lineOf('// @report'),
 };
 

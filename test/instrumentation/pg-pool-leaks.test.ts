@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import path from 'node:path';
 import { diag } from '@opentelemetry/api';
 import type * as PgModule from 'pg';
 import sinon from 'sinon';
@@ -79,7 +80,7 @@ describe('PoolInstrumentation: leaks of existing pg.Pool pools, where operators 
     assert.deepEqual(points(metrics.get('poolwatch.hold.oldest_age')), [[N, 1.4]]);
     const location = {
       'code.function.name': 'exportInvoices',
-      'code.file.path': __filename,
+      'code.file.path': path.relative(process.cwd(), __filename),
       'code.line.number': lineOf('// @export-invoices'),
     };
     assert.deepEqual(points(metrics.get('poolwatch.code_location.leaks')), [

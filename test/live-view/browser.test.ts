@@ -156,7 +156,7 @@ describe('liveView in headless Chromium', function () {
       await page.goto(url);
       const [o, s] = await read(page);
       const where = `postgresql ${pg.config.host}:${pg.config.port}/${pg.config.database}`;
-      const file = __filename;
+      const file = path.relative(process.cwd(), __filename);
       const rows = o!.rows.map((cells) => [cells[0], cells[1], cells[3]!.replace(/:\d+\)$/, ')')]);
       assert.deepEqual(
         { ...o!, rows },

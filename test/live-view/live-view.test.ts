@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import path from 'node:path';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import sinon from 'sinon';
@@ -12,6 +13,9 @@ import {
   type PoolStats,
 } from '../../src';
 import { plainFactory, type FakeResource } from '../support/fake-factory';
+
+/** This file as code locations name it: relative to the working directory. */
+const FILE = path.relative(process.cwd(), __filename);
 
 /** A real HTTP server around the handler, mounted under /ops/pools as an application would. */
 async function serve(handler: http.RequestListener) {
@@ -123,7 +127,7 @@ describe('liveView', () => {
           at: '2026-12-01T12:00:00.000Z',
           suspected: true,
           fn: 'acquireInReportJob',
-          file: __filename,
+          file: FILE,
         },
         {
           id: newer.info.id,
@@ -131,7 +135,7 @@ describe('liveView', () => {
           at: '2026-12-01T12:00:40.000Z',
           suspected: false,
           fn: 'acquireInCheckout',
-          file: __filename,
+          file: FILE,
         },
       ],
     );
@@ -162,8 +166,8 @@ describe('liveView', () => {
     assert.deepEqual(
       orderRows.map((m) => [Boolean(m[1]), Number(m[2]), m[3], m[4]!.replace(/:\d+\)$/, ')')]),
       [
-        [true, oldest.info.id, '42.5', `acquireInReportJob (${__filename})`],
-        [false, newer.info.id, '2.5', `acquireInCheckout (${__filename})`],
+        [true, oldest.info.id, '42.5', `acquireInReportJob (${FILE})`],
+        [false, newer.info.id, '2.5', `acquireInCheckout (${FILE})`],
       ],
     );
     assert.match(html, /No leases held\./);
