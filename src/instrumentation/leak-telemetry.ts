@@ -89,7 +89,8 @@ export function recordLeakSpan(
   attributes[ATTR_LEASE_AGE] = message.ageMillis / 1000;
   const stack = message.stack ?? lease.stack;
   if (withStack && stack !== undefined) attributes[ATTR_CODE_STACKTRACE] = stack;
-  const location = codeLocationOf(lease);
+  // Like the stack, the code location is left out under `captureStacks: false`.
+  const location = withStack ? codeLocationOf(lease) : undefined;
   if (location !== undefined) {
     if (location.functionName !== undefined) {
       attributes[ATTR_CODE_FUNCTION_NAME] = location.functionName;

@@ -188,6 +188,18 @@ describe('PoolInstrumentation: leaks where operators look', () => {
       lease.release();
     });
 
+    it('leaves the stack and the code location out under captureStacks: false', async () => {
+      const t = setup({ captureStacks: false });
+      const lease = await reportJob(pool());
+      await env.clock.tickAsync(2000);
+      const [leak] = t.spans('poolwatch.leak');
+      assert.deepEqual(
+        Object.keys(leak!.attributes).filter((k) => k.startsWith('code.')),
+        [],
+      );
+      lease.release();
+    });
+
     it('without hold spans, is a child of the acquiring span', async () => {
       const t = setup({ holdSpans: false });
       const p = pool();
