@@ -259,8 +259,10 @@ class Resources {
       }
     };
     await step('closing the pool', () => this.pool?.close());
-    await step('dropping the table', () => this.dba?.query(`DROP TABLE IF EXISTS ${TABLE}`));
-    await step('closing the admin session', () => this.dba?.end());
+    // Best effort: on Ctrl-C in a terminal the embedded server got the SIGINT too and is already
+    // going down (it shares the terminal's process group), taking the session with it.
+    await this.dba?.query(`DROP TABLE IF EXISTS ${TABLE}`).catch(() => undefined);
+    await this.dba?.end().catch(() => undefined);
     await step('stopping the HTTP server', () => {
       const server = this.server;
       if (server === undefined) return undefined;
