@@ -363,8 +363,10 @@ export class WatchedPgPool implements PoolRef {
   }
 
   #collectedPool(): void {
-    // Its clients are gone with it: nothing is held any more.
-    this.#held.clear();
+    // Its clients are gone with it: nothing is held any more. The holds end as if the pool had
+    // closed, so their spans end too.
+    const now = performance.now();
+    for (const entry of [...this.#held]) this.#endHold(entry, now, 'closed');
     this.close();
   }
 
