@@ -1,22 +1,34 @@
 /**
  * `PgPool`: a drop-in for `pg.Pool` (node-postgres' pool) on top of a poolwatch `Pool`, so code
  * and libraries written for pg's pool (Kysely's `PostgresDialect`, plain `pool.query()`) get
- * leak detection without changes.
+ * leak detection without changes. Everything a pg.Pool user can observe behaves as in pg-pool
+ * 3.x, except the differences listed in the README ("Drop-in for pg.Pool"), each with its reason;
+ * `test/integration/pg-compat.test.ts` runs one table of behaviours against both pools.
  *
- * Design: the poolwatch pool owns the `pg.Client`s; `connect()` hands out a thin per-checkout
- * handle (`PgPoolClient`) that holds the lease and forwards to the client. The pool references
- * the client, never the handle, so a handle the application drops without `release()` is found
- * by garbage collection and its connection closed (any transaction rolled back by the server).
+ * Design: the poolwatch pool owns the `pg.Client`s; `connect()` hands out a per-checkout handle
+ * (`PgPoolClient`, wrapped in a Proxy) that holds the lease, implements what must differ (query
+ * and end only while checked out, listeners that go away at release) and falls back to the
+ * client for every other property, so `binary`, `processID`, `connectionParameters` and fields an
+ * `onConnect` hook or a `'connect'` listener set read as on pg's client. The pool references the
+ * client, never the handle, so a handle the application drops without `release()` is found by
+ * garbage collection and its connection closed (any transaction rolled back by the server).
  * Handing out the raw client, as pg-pool does, would make that impossible: the pool keeps it.
  *
- *     app ──► PgPoolClient ──► Lease ──► Entry (pool) ──► pg.Client
- *                  ▲                                          │
- *                  └──── WeakRef (event forwarders) ◄─────────┘
+ *     app ──► Proxy ──► PgPoolClient ──► Lease ──► Entry (pool) ──► pg.Client
+ *                            ▲   ▲                                      │
+ *                            │   └──── WeakRef (event forwarders) ◄─────┘
+ *                            └──────── PgPool#pinned while it has listeners
  *
  * Hazards: anything reachable from the pool (the client, its listeners) must not reference a
- * handle strongly, or a dropped handle is never collected: event listeners added on a handle are
- * forwarded through a WeakRef and removed at release. Differences from pg-pool are listed on
- * `PgPoolConfig` and in README-drivers.md.
+ * handle strongly, or a dropped handle is never collected: listeners added on a handle are
+ * forwarded through a WeakRef and removed at release. A handle with listeners other than
+ * `'error'` (a LISTEN consumer waiting for `'notification'`) is in use even when no variable
+ * references it: the facade pins it until the listeners are removed or the client released.
+ *
+ * Timing that pg users rely on lives here, per client, as in pg-pool: the idle timer
+ * (`idleTimeoutMillis`, armed at release while above `min`) and the lifetime timer
+ * (`maxLifetimeSeconds`). They evict through the factory's `markBroken`, so the poolwatch pool
+ * underneath runs without its own idle and lifetime eviction (its destroy reason reads `broken`).
  */
 import { EventEmitter } from 'node:events';
 import type {
@@ -32,11 +44,17 @@ import type {
   QueryResultRow,
   TransactionStatus,
 } from 'pg';
-import { InvalidOptionError } from '../errors';
+import {
+  AcquireTimeoutError,
+  CreateFailedError,
+  InvalidOptionError,
+  LeaseError,
+  PoolClosedError,
+} from '../errors';
 import { Pool, type Lease } from '../pool';
-import type { LeaseInfo, PoolOptions, ResourceFactory } from '../types';
-import { rejectUnknownKeys } from '../options';
-import { asError } from './common';
+import type { CreateContext, LeaseInfo, PoolOptions, ResourceFactory } from '../types';
+import { DEFAULTS, describeValue, rejectUnknownKeys } from '../options';
+import { asError, functionOption, millisOption } from './common';
 import { isPgClientUsable, pgFactory, type PgFactoryOptions } from './pg';
 
 /** poolwatch options for a `PgPool`: the pool's own (minus `factory`) and the adapter's. */
@@ -50,21 +68,22 @@ export interface PgPoolwatchOptions
 
 /**
  * `pg.PoolConfig` plus `poolwatch`. Every key that is not a pool option goes to `new pg.Client()`,
- * as with pg's pool. Mapping:
+ * as with pg's pool. Mapping (README, "Drop-in for pg.Pool", has the reasons):
  *
  * | pg option | poolwatch |
  * | --- | --- |
- * | `max`, `min` | same (defaults 10, 0) |
- * | `idleTimeoutMillis` | same; pg's default 10000 is kept, `0`/`null` never closes idle clients |
+ * | `max` (legacy `poolSize`), `min` | same (defaults 10, 0); `min` clients are also opened ahead |
+ * | `idleTimeoutMillis` | per-client timer as in pg (default 10000; `0`/`null` never) |
  * | `connectionTimeoutMillis` | `acquireTimeoutMillis` (`0`: wait forever, as in pg; unset: poolwatch's 30 s), and each client's connect timeout (unset: 10 s) |
- * | `maxLifetimeSeconds` | `maxLifetimeMillis` (unset: poolwatch's 30 min; `0`: never) |
+ * | `maxLifetimeSeconds` | per-client timer as in pg (unset: poolwatch's 30 min; `0`: never) |
  * | `maxUses` | a client is closed at the release that reaches it |
- * | `allowExitOnIdle` | idle clients do not keep the process alive |
- * | `onConnect`, `Client` | as in pg |
- * | `log`, `Promise` | ignored |
- * | `verify` | not supported (use `onConnect`) |
+ * | `allowExitOnIdle` | idle clients and timers do not keep the process alive |
+ * | `onConnect`, `verify`, `log`, `Client` | as in pg |
+ * | `Promise` | ignored (native promises) |
  */
 export interface PgPoolConfig extends PoolConfig {
+  /** pg-pool's legacy name for `max`. */
+  poolSize?: number;
   /** poolwatch options: leak detection, alerts, names... A key also given as a pg option is an error. */
   poolwatch?: PgPoolwatchOptions;
 }
@@ -92,6 +111,7 @@ export interface PgNotice {
 // both (as in pg-pool), so it is not listed: the clients get it too.
 const POOL_KEYS = new Set([
   'max',
+  'poolSize',
   'min',
   'idleTimeoutMillis',
   'maxUses',
@@ -114,6 +134,13 @@ const DRIVER_KEYS = [
 const PG_IDLE_TIMEOUT_MILLIS = 10_000;
 const WHERE = 'PgPool';
 
+// pg-pool's own messages, first line of the facade's errors so code that matches them works.
+const PG_TIMEOUT = 'timeout exceeded when trying to connect';
+const PG_CONNECT_TIMEOUT = 'Connection terminated due to connection timeout';
+const PG_ENDED = 'Cannot use a pool after calling end on the pool';
+const PG_END_TWICE = 'Called end on pool more than once';
+const PG_DOUBLE_RELEASE = 'Release called on client which has already been released to the pool.';
+
 /** As in pg: `result` is only meaningful when `error` is undefined. */
 type Callback<T> = (error: Error | undefined, result: T) => void;
 type ConnectCallback = (
@@ -122,6 +149,25 @@ type ConnectCallback = (
   done: (release?: Error | boolean) => void,
 ) => void;
 type QueryArgs = [text: unknown, values?: unknown, callback?: unknown];
+type Verify = (client: Client, done: (error?: Error) => void) => void;
+type Log = (...messages: unknown[]) => void;
+// EventEmitter's own listener type (Node's typings use any[] too).
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type AnyListener = (...args: any[]) => void;
+
+/** What the facade keeps per pg.Client, from connect to close. Never references a handle. */
+interface ClientRecord {
+  /** The factory context's markBroken: evicts the client now if idle, else at its release. */
+  readonly evict: (error?: Error) => void;
+  idleTimer: NodeJS.Timeout | undefined;
+  lifetimeTimer: NodeJS.Timeout | undefined;
+  /** Past maxLifetimeSeconds (pg's `_expired`): closed at release, counted by `expiredCount`. */
+  expired: boolean;
+  /** 'connect' was emitted (pg emits it once, at the client's first checkout). */
+  announced: boolean;
+  /** Releases so far, for maxUses. */
+  uses: number;
+}
 
 /**
  * A `pg.Pool`-compatible pool. `pool.pool` is the poolwatch `Pool` underneath, for `stats()`,
@@ -130,25 +176,32 @@ type QueryArgs = [text: unknown, values?: unknown, callback?: unknown];
 export class PgPool extends EventEmitter {
   /** The poolwatch pool that owns the connections. */
   readonly pool: Pool<Client>;
+  /** Every connected client, with the facade's timers and counters for it. */
+  readonly #clients = new Map<Client, ClientRecord>();
   /** Clients currently checked out: an error on any other client is an idle client's error. */
   readonly #checkedOut = new Set<Client>();
   /** Clients whose first error was already reported on 'error' (pg may emit twice). */
   readonly #reported = new WeakSet<Client>();
-  readonly #uses = new WeakMap<Client, number>();
+  /** Handles with listeners other than 'error': in use even if no variable references them. */
+  readonly #pinned = new Set<PgPoolClient>();
+  readonly #min: number;
   readonly #maxUses: number;
+  readonly #idleTimeoutMillis: number;
+  /** 0: never. With `jitter`, up to 2.5% earlier (poolwatch's default lifetime only). */
+  readonly #lifetimeMillis: number;
+  readonly #lifetimeJitter: boolean;
+  readonly #closeTimeoutMillis: number;
   readonly #allowExitOnIdle: boolean;
+  readonly #log: Log;
   #ending: Promise<void> | undefined;
+  /** Resolves end()'s wait for queued callers (set while ending with callers queued). */
+  #waitersDone: (() => void) | undefined;
   #ended = false;
 
   constructor(config: PgPoolConfig = {}) {
     super();
     if (typeof config !== 'object' || config === null) {
       throw new InvalidOptionError(`new ${WHERE}(config) needs a pg.PoolConfig object.`);
-    }
-    if (config.verify !== undefined) {
-      throw new InvalidOptionError(
-        `${WHERE} does not support pg's "verify" option: use onConnect (an async hook run after each connect).`,
-      );
     }
     const clientConfig: ClientConfig = {};
     for (const key of Object.keys(config)) {
@@ -176,13 +229,22 @@ export class PgPool extends EventEmitter {
       }
       ((DRIVER_KEYS as readonly string[]).includes(key) ? driverOptions : poolOptions)[key] = value;
     }
+    rejectUnknownKeys(driverOptions, DRIVER_KEYS, `${WHERE} poolwatch`);
     this.#maxUses = positiveOrInfinity('maxUses', config.maxUses);
     if (config.allowExitOnIdle !== undefined && typeof config.allowExitOnIdle !== 'boolean') {
       throw new InvalidOptionError(
-        `${WHERE} option "allowExitOnIdle" must be true or false, got ${String(config.allowExitOnIdle)}.`,
+        `${WHERE} option "allowExitOnIdle" must be true or false, got ${describeValue(config.allowExitOnIdle)}.`,
       );
     }
     this.#allowExitOnIdle = config.allowExitOnIdle === true;
+    this.#log = functionOption<Log>(WHERE, 'log', config.log as Log | undefined) ?? noop;
+    const verify = functionOption<Verify>(WHERE, 'verify', config.verify as Verify | undefined);
+    const onConnect = functionOption(
+      WHERE,
+      'onConnect',
+      config.onConnect as ((client: Client) => unknown) | undefined,
+    );
+
     const mapped = mapPgOptions(config);
     for (const key of Object.keys(mapped)) {
       if (key in poolOptions) {
@@ -191,13 +253,30 @@ export class PgPool extends EventEmitter {
         );
       }
     }
-    rejectUnknownKeys(driverOptions, DRIVER_KEYS, `${WHERE} poolwatch`);
-    // pg-pool's idle default, unless either side sets one.
-    if (!('idleTimeoutMillis' in mapped) && !('idleTimeoutMillis' in poolOptions)) {
-      mapped.idleTimeoutMillis = PG_IDLE_TIMEOUT_MILLIS;
-    }
+    const options = { ...mapped, ...poolOptions } as Partial<PoolOptions<Client>>;
+    // Idle and lifetime eviction run here, per client, with pg-pool's timing; the pool
+    // underneath gets 0 (never) for both. Either side may set them (pg names win the defaults).
+    this.#idleTimeoutMillis = millisOption(
+      WHERE,
+      'idleTimeoutMillis',
+      options.idleTimeoutMillis,
+      PG_IDLE_TIMEOUT_MILLIS,
+    );
+    this.#lifetimeJitter = options.maxLifetimeMillis === undefined;
+    this.#lifetimeMillis = millisOption(
+      WHERE,
+      'maxLifetimeMillis',
+      options.maxLifetimeMillis,
+      DEFAULTS.maxLifetimeMillis,
+    );
+    this.#closeTimeoutMillis = millisOption(
+      WHERE,
+      'closeTimeoutMillis',
+      options.closeTimeoutMillis,
+      DEFAULTS.closeTimeoutMillis,
+    );
+    this.#min = typeof options.min === 'number' ? options.min : 0; // the pool validates it
 
-    const onConnect = config.onConnect as ((client: Client) => unknown) | undefined;
     const base = pgFactory<Client>(clientConfig, {
       ...(driverOptions as PgFactoryOptions),
       ...(config.Client !== undefined
@@ -205,24 +284,34 @@ export class PgPool extends EventEmitter {
         : {}),
       onConnect: async (client) => {
         if (onConnect !== undefined) await onConnect(client);
+        // pg-pool runs verify after connecting a new client, before handing it out.
+        if (verify !== undefined) {
+          await new Promise<void>((resolve, reject) =>
+            verify(client, (error) => (error ? reject(error) : resolve())),
+          );
+        }
         if (this.#allowExitOnIdle) setRef(client, false);
-        // pg-pool emits 'connect' for a new client before its first checkout.
-        this.emit('connect', client);
       },
       onError: (error, client) => this.#clientError(error, client),
     });
     const factory: ResourceFactory<Client> = {
       server: base.server,
-      create: (context) => base.create(context),
+      create: (context) => this.#create(base, context),
       destroy: async (client) => {
-        this.#checkedOut.delete(client);
+        this.#forget(client);
         await base.destroy(client);
-        this.emit('remove', client);
+        // Outside the pool's promise chain: a throwing listener throws, as in pg-pool.
+        this.#emitOutside('remove', client);
       },
       validate: (client) => base.validate!(client),
     };
     if (base.reset !== undefined) factory.reset = (client) => base.reset!(client);
-    this.pool = new Pool<Client>({ ...mapped, ...poolOptions, factory } as PoolOptions<Client>);
+    this.pool = new Pool<Client>({
+      ...options,
+      idleTimeoutMillis: 0,
+      maxLifetimeMillis: 0,
+      factory,
+    } as PoolOptions<Client>);
   }
 
   /** Clients that exist, connected or connecting (pg's `totalCount`). */
@@ -235,9 +324,17 @@ export class PgPool extends EventEmitter {
     return this.pool.stats().idle;
   }
 
-  /** Callers waiting for a client. */
+  /** Callers waiting for a client, not counting those a new client is being connected for (as pg). */
   get waitingCount(): number {
-    return this.pool.stats().pending;
+    const s = this.pool.stats();
+    return Math.max(0, s.pending - s.creating);
+  }
+
+  /** Clients past `maxLifetimeSeconds` still checked out; each is closed at its release. */
+  get expiredCount(): number {
+    let expired = 0;
+    for (const record of this.#clients.values()) if (record.expired) expired++;
+    return expired;
   }
 
   get ending(): boolean {
@@ -252,20 +349,40 @@ export class PgPool extends EventEmitter {
   connect(): Promise<PgPoolClient>;
   connect(callback: ConnectCallback): void;
   connect(callback?: ConnectCallback): Promise<PgPoolClient> | void {
-    // acquire() runs synchronously here, in the caller's stack: that is the stack a leak report
-    // and a timeout show (poolwatch's own frames are trimmed).
-    const checkout = this.pool.acquire().then((lease) => this.#checkOut(lease));
+    let checkout: Promise<PgPoolClient>;
+    if (this.#ending !== undefined) {
+      checkout = Promise.reject(
+        withPgMessage(
+          new PoolClosedError(this.pool.name, 'connect() was called after end()'),
+          PG_ENDED,
+        ),
+      );
+    } else {
+      // acquire() runs synchronously here, in the caller's stack: that is the stack a leak report
+      // and a timeout show (poolwatch's own frames are trimmed).
+      checkout = this.pool.acquire().then(
+        (lease) => {
+          const handle = this.#checkOut(lease);
+          this.#checkEnding();
+          return handle;
+        },
+        (error: unknown) => {
+          this.#checkEnding();
+          throw pgCompatible(error);
+        },
+      );
+    }
     if (callback === undefined) return checkout;
     checkout.then(
-      (client) => callback(undefined, client, (release) => client.release(release)),
-      (error: unknown) => callback(asError(error), undefined, () => undefined),
+      (client) => callOutside(callback, undefined, client, (release) => client.release(release)),
+      (error: unknown) => callOutside(callback, asError(error), undefined, noop),
     );
   }
 
   /**
    * Runs one query on a pooled client, like `pg.Pool#query`: `query(text, values?)`,
-   * `query(config)`, or the callback forms. The client is released when the query settles; one
-   * that broke (connection error, query timeout) is closed instead.
+   * `query(config)`, or the callback forms. The client is released when the query settles, and
+   * closed if the query failed (as pg-pool does).
    */
   query<R extends unknown[] = unknown[]>(
     config: QueryArrayConfig,
@@ -292,12 +409,14 @@ export class PgPool extends EventEmitter {
       values = undefined;
     }
     let result: Promise<QueryResult>;
-    if (text === null || text === undefined) {
-      result = Promise.reject(new TypeError('pool.query() was passed a null or undefined query'));
-    } else if (typeof text === 'function') {
+    if (typeof text === 'function') {
+      // pg-pool's legacy guard: the function is taken as the callback and told why.
+      callback = text;
       result = Promise.reject(
-        new TypeError('Passing a function as the first parameter to pool.query is not supported'),
+        new Error('Passing a function as the first parameter to pool.query is not supported'),
       );
+    } else if (text === null || text === undefined) {
+      result = Promise.reject(new TypeError('pool.query() was passed a null or undefined query'));
     } else if (typeof (text as { submit?: unknown } | null)?.submit === 'function') {
       result = Promise.reject(
         new TypeError(
@@ -311,43 +430,74 @@ export class PgPool extends EventEmitter {
     if (typeof callback !== 'function') return result;
     const cb = callback as (error: Error | undefined, result?: QueryResult) => void;
     result.then(
-      (res) => cb(undefined, res),
-      (error: unknown) => cb(asError(error)),
+      (res) => callOutside(cb, undefined, res),
+      (error: unknown) => callOutside(cb, asError(error)),
     );
   }
 
   /**
-   * Closes the pool: waiters fail, idle clients close, checked-out clients are waited for up to
-   * poolwatch's `closeTimeoutMillis` and then closed. Idempotent.
+   * Ends the pool, as pg-pool does: later `connect()`/`query()` calls fail, callers already
+   * queued are still served, idle clients close, and checked-out clients close at their release
+   * (after poolwatch's `closeTimeoutMillis` they are closed anyway). A second call fails with
+   * "Called end on pool more than once".
    */
   end(): Promise<void>;
   end(callback: (error?: Error) => void): void;
   end(callback?: (error?: Error) => void): Promise<void> | void {
-    this.#ending ??= this.pool.close().then(() => {
-      this.#ended = true;
-    });
+    this.#log('ending');
+    if (this.#ending !== undefined) {
+      const error = new Error(PG_END_TWICE);
+      if (callback === undefined) return Promise.reject(error);
+      return callOutside(callback, error);
+    }
+    this.#ending = this.#waitForQueued()
+      .then(() => this.pool.close())
+      .then(() => {
+        this.#ended = true;
+        for (const client of [...this.#clients.keys()]) this.#forget(client);
+      });
     if (callback === undefined) return this.#ending;
     this.#ending.then(
-      () => callback(),
-      (error: unknown) => callback(asError(error)),
+      () => callOutside(callback),
+      (error: unknown) => callOutside(callback, asError(error)),
     );
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
-    await this.end();
+    await (this.#ending ?? this.end());
   }
 
-  // Not called directly by users: the handle calls it.
+  // Not called directly by users: the handle calls them.
+
   /** @internal Ends a checkout: `err` (or `true`) closes the client, like pg-pool. */
-  _release(lease: Lease<Client>, handle: PgPoolClient, err: Error | boolean | undefined): void {
-    // A released lease throws the pool's LeaseError here (release twice, use after release).
-    if (!lease.active) return lease.release();
+  _release(
+    lease: Lease<Client>,
+    target: PgPoolClient,
+    handle: PgPoolClient,
+    err: Error | boolean | undefined,
+  ): void {
+    if (!lease.active) {
+      try {
+        lease.release(); // throws the pool's LeaseError for this stale lease
+      } catch (error) {
+        // Taken back by the pool (reclaimAfterMillis, or end() after closeTimeoutMillis): the
+        // client is already closed and reported. Throwing here, typically in a finally block,
+        // would replace the error the caller is handling ("Connection terminated"...).
+        if (error instanceof LeaseError && error.code === 'POOL_LEASE_RECLAIMED') return;
+        throw error instanceof LeaseError ? withPgMessage(error, PG_DOUBLE_RELEASE) : error;
+      }
+    }
     const client = lease.resource;
-    handle._detach();
+    target._detach();
+    this.#pinned.delete(target);
     this.#checkedOut.delete(client);
-    const uses = (this.#uses.get(client) ?? 0) + 1;
-    this.#uses.set(client, uses);
-    const reason = closeReason(client, err, uses, this.#maxUses);
+    const record = this.#clients.get(client);
+    const uses = record === undefined ? 1 : ++record.uses;
+    let reason = closeReason(client, err, uses, this.#maxUses);
+    if (reason === undefined && record?.expired === true) {
+      this.#log('remove expired client');
+      reason = new Error('past maxLifetimeSeconds');
+    } else if (uses >= this.#maxUses) this.#log('remove expended client');
     try {
       this.emit('release', err, handle);
     } finally {
@@ -355,27 +505,99 @@ export class PgPool extends EventEmitter {
       else {
         if (this.#allowExitOnIdle) setRef(client, false);
         lease.release();
+        if (record !== undefined) this.#armIdleTimer(client, record);
       }
     }
+  }
+
+  /** @internal Pins a handle (listeners other than 'error') or unpins it. */
+  _pin(target: PgPoolClient, pinned: boolean): void {
+    if (pinned) this.#pinned.add(target);
+    else this.#pinned.delete(target);
+  }
+
+  async #create(base: ResourceFactory<Client>, context: CreateContext): Promise<Client> {
+    this.#log('connecting new client');
+    let client: Client;
+    try {
+      client = await base.create(context);
+    } catch (error) {
+      this.#log('client failed to connect', error);
+      throw error;
+    }
+    this.#log('new client connected');
+    const record: ClientRecord = {
+      evict: (error) => context.markBroken(error),
+      idleTimer: undefined,
+      lifetimeTimer: undefined,
+      expired: false,
+      announced: false,
+      uses: 0,
+    };
+    this.#clients.set(client, record);
+    if (this.#lifetimeMillis > 0) {
+      const lifetime = this.#lifetimeJitter
+        ? this.#lifetimeMillis * (1 - Math.random() * 0.025)
+        : this.#lifetimeMillis;
+      record.lifetimeTimer = setTimeout(() => {
+        this.#log('ending client due to expired lifetime');
+        record.expired = true;
+        if (!this.#checkedOut.has(client)) {
+          record.evict(new Error(`reached maxLifetimeSeconds (${this.#lifetimeMillis / 1000} s)`));
+        }
+      }, lifetime);
+      record.lifetimeTimer.unref();
+    }
+    return client;
+  }
+
+  /** The client is gone (destroyed) or the pool ended: drop its record and timers. */
+  #forget(client: Client): void {
+    const record = this.#clients.get(client);
+    if (record === undefined) return;
+    clearTimeout(record.idleTimer);
+    clearTimeout(record.lifetimeTimer);
+    this.#clients.delete(client);
+    this.#checkedOut.delete(client);
+  }
+
+  /** pg-pool's idle timer: armed at release while above `min`, checked again when it fires. */
+  #armIdleTimer(client: Client, record: ClientRecord): void {
+    if (this.#idleTimeoutMillis === 0 || !(this.totalCount > this.#min)) return;
+    clearTimeout(record.idleTimer);
+    record.idleTimer = setTimeout(() => {
+      record.idleTimer = undefined;
+      if (this.#checkedOut.has(client) || !(this.totalCount > this.#min)) return;
+      this.#log('remove idle client');
+      record.evict(new Error(`idle for ${this.#idleTimeoutMillis} ms (idleTimeoutMillis)`));
+    }, this.#idleTimeoutMillis);
+    // As in pg-pool: the idle timer keeps the process alive unless allowExitOnIdle.
+    if (this.#allowExitOnIdle) record.idleTimer.unref();
   }
 
   #checkOut(lease: Lease<Client>): PgPoolClient {
     const client = lease.resource;
     this.#checkedOut.add(client);
-    if (this.#allowExitOnIdle) setRef(client, true);
-    const handle = new PgPoolClient(this, lease, client);
-    try {
-      this.emit('acquire', handle);
-    } catch (error) {
-      // A throwing listener must not leak the checkout.
-      this._release(lease, handle, undefined);
-      throw error;
+    const record = this.#clients.get(client);
+    if (record !== undefined) {
+      clearTimeout(record.idleTimer);
+      record.idleTimer = undefined;
     }
+    if (this.#allowExitOnIdle) setRef(client, true);
+    const handle = newHandle(this, lease, client);
+    // pg-pool emits 'connect' at a new client's first checkout, then 'acquire', with the object
+    // the caller gets. A throwing listener throws (uncaught), as there; the checkout goes on.
+    if (record !== undefined && !record.announced) {
+      record.announced = true;
+      this.#emitOutside('connect', handle);
+    }
+    this.#emitOutside('acquire', handle);
     return handle;
   }
 
   async #query(text: unknown, values: unknown): Promise<QueryResult> {
     const client = await this.connect();
+    this.#log('dispatching query');
     let result: QueryResult;
     try {
       result = await (client.query as (t: unknown, v: unknown) => Promise<QueryResult>)(
@@ -383,13 +605,37 @@ export class PgPool extends EventEmitter {
         values,
       );
     } catch (error) {
-      // A server-reported error (syntax, constraint) leaves the connection usable; anything else
-      // (connection lost, query_timeout with the query still running) closes it.
-      client.release(isRecoverableServerError(error) ? undefined : asError(error));
+      this.#log('query dispatched');
+      // As pg-pool: any error closes the client (a server error too: pg cannot tell whether the
+      // session is still in a usable state, e.g. after an error in a multi-statement query).
+      client.release(asError(error));
       throw error;
     }
+    this.#log('query dispatched');
     client.release();
     return result;
+  }
+
+  /** end() waits until no caller is queued (served, or timed out), at most closeTimeoutMillis. */
+  #waitForQueued(): Promise<void> {
+    if (this.pool.stats().pending === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(done, this.#closeTimeoutMillis);
+      timer.unref();
+      function done(): void {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.#waitersDone = done;
+    });
+  }
+
+  #checkEnding(): void {
+    if (this.#waitersDone !== undefined && this.pool.stats().pending === 0) {
+      const done = this.#waitersDone;
+      this.#waitersDone = undefined;
+      done();
+    }
   }
 
   /** An error on a pooled client: reported on 'error' if the client was idle (pg-pool does). */
@@ -398,14 +644,37 @@ export class PgPool extends EventEmitter {
     this.#reported.add(client);
     // Unlike pg-pool, an idle client's error never crashes the process when nobody listens: the
     // client is already evicted, there is nothing for the application to do.
-    if (this.listenerCount('error') > 0) this.emit('error', error, client);
+    if (this.listenerCount('error') > 0) this.#emitOutside('error', error, client);
+  }
+
+  /**
+   * Emits a pool event; a listener's exception is rethrown outside the pool's own code (an
+   * uncaught exception, as pg-pool's events, emitted from driver callbacks, give).
+   */
+  #emitOutside(event: string, ...args: unknown[]): void {
+    try {
+      this.emit(event, ...args);
+    } catch (error) {
+      process.nextTick(rethrow, error);
+    }
   }
 }
 
+/** proxy → handle, so the handle's methods find their private fields when called on the proxy. */
+const handles = new WeakMap<object, PgPoolClient>();
+let clientOf: (handle: PgPoolClient) => Client;
+
+function own(handle: PgPoolClient): PgPoolClient {
+  return handles.get(handle) ?? handle;
+}
+
 /**
- * A checked-out client: what `PgPool#connect()` returns. It forwards to the pooled `pg.Client`
- * while the checkout lasts; after `release()` every use fails with `POOL_LEASE_RELEASED` (pg-pool
- * would let it run on a client someone else now holds).
+ * A checked-out client: what `PgPool#connect()` returns (through a Proxy, see `newHandle`). It
+ * forwards to the pooled `pg.Client` while the checkout lasts; after `release()`, `query()` and
+ * `end()` fail with `POOL_LEASE_RELEASED` (pg-pool would run them on a client someone else may
+ * now hold), while reading properties and attaching listeners still work, as on pg's idle client.
+ * Any property the handle does not define is the client's: `binary`, `processID`,
+ * `connectionParameters`, `escapeLiteral()`, fields set by `onConnect` or a `'connect'` listener.
  */
 export class PgPoolClient {
   readonly #owner: PgPool;
@@ -413,7 +682,22 @@ export class PgPoolClient {
   readonly #client: Client;
   /** Listeners added on this handle, and the forwarders installed on the client for them. */
   #events: EventEmitter | undefined;
-  #forwarders: Map<PgClientEvent, (...args: unknown[]) => void> | undefined;
+  #forwarders: Map<string | symbol, (...args: unknown[]) => void> | undefined;
+
+  // pg.Client's own members, read from the client (see newHandle); declared for the types only.
+  declare readonly processID: number | null;
+  declare readonly secretKey: number | null;
+  declare readonly binary: boolean;
+  declare readonly pipeline: boolean;
+  declare readonly user: string | undefined;
+  declare readonly database: string | undefined;
+  declare readonly host: string;
+  declare readonly port: number;
+  declare readonly readyForQuery: boolean;
+  declare escapeIdentifier: ClientBase['escapeIdentifier'];
+  declare escapeLiteral: ClientBase['escapeLiteral'];
+  /** pg's transaction status (`'I'` idle, `'T'` in a transaction, `'E'` failed one), pg >= 8.21. */
+  declare getTransactionStatus: () => TransactionStatus;
 
   /** `client.query()`, every form pg's client takes (text and values, config, cursor, callback). */
   declare query: ClientBase['query'];
@@ -421,12 +705,13 @@ export class PgPoolClient {
   static {
     // On the prototype (one function for all handles), typed as pg's overloads.
     PgPoolClient.prototype.query = function query(this: PgPoolClient, ...args: unknown[]) {
-      const client = this.#live();
+      const client = own(this).#live();
       return (client.query as (...a: unknown[]) => unknown).apply(client, args);
     } as ClientBase['query'];
+    clientOf = (handle) => handle.#client;
   }
 
-  /** @internal */
+  /** @internal Use `newHandle()`: users only ever see the Proxy. */
   constructor(owner: PgPool, lease: Lease<Client>, client: Client) {
     this.#owner = owner;
     this.#lease = lease;
@@ -438,7 +723,8 @@ export class PgPoolClient {
    * client released inside an open transaction is closed too, so its locks end with it).
    */
   release(err?: Error | boolean): void {
-    this.#owner._release(this.#lease, this, err);
+    const self = own(this);
+    self.#owner._release(self.#lease, self, this, err);
   }
 
   /** True until released. */
@@ -451,65 +737,117 @@ export class PgPoolClient {
     return this.#lease.info;
   }
 
-  /** The server process id of this connection (`pg_backend_pid()`). */
-  get processID(): number | null {
-    return (this.#live() as Client & { processID: number | null }).processID;
+  /** `client.end()`: closes this connection (the pool closes it at release and opens another). */
+  end(): Promise<void>;
+  end(callback: (error?: Error) => void): void;
+  end(callback?: (error?: Error) => void): Promise<void> | void {
+    const client = own(this).#live();
+    return callback === undefined ? client.end() : client.end(callback);
   }
 
-  escapeIdentifier(str: string): string {
-    return this.#client.escapeIdentifier(str);
+  /**
+   * Emits on the client, as `client.emit()` on pg's client does (its listeners and this handle's
+   * run). As with any EventEmitter, an `'error'` nobody on this handle listens to is thrown.
+   * After release: nothing happens (the client may be someone else's), returns false.
+   */
+  emit(event: string | symbol, ...args: unknown[]): boolean {
+    const self = own(this);
+    if (!self.#lease.active) return false;
+    const emitted = self.#client.emit(event, ...args);
+    if (event === 'error' && self.listenerCount('error') === 0) {
+      throw args[0] instanceof Error ? args[0] : new Error(`Unhandled error. (${String(args[0])})`);
+    }
+    return emitted;
   }
 
-  escapeLiteral(str: string): string {
-    return this.#client.escapeLiteral(str);
-  }
-
-  /** pg's transaction status (`'I'` idle, `'T'` in a transaction, `'E'` failed one), pg >= 8.21 (null before). */
-  getTransactionStatus(): TransactionStatus {
-    return this.#live().getTransactionStatus?.() ?? null;
-  }
-
-  on<E extends PgClientEvent>(event: E, listener: PgClientListener<E>): this {
-    this.#emitter(event).on(event, listener);
+  on<E extends PgClientEvent>(event: E, listener: PgClientListener<E>): this;
+  on(event: string | symbol, listener: AnyListener): this;
+  on(event: string | symbol, listener: AnyListener): this {
+    own(this).#add(event, listener, 'on');
     return this;
   }
 
-  addListener<E extends PgClientEvent>(event: E, listener: PgClientListener<E>): this {
-    return this.on(event, listener);
-  }
-
-  once<E extends PgClientEvent>(event: E, listener: PgClientListener<E>): this {
-    this.#emitter(event).once(event, listener);
+  addListener<E extends PgClientEvent>(event: E, listener: PgClientListener<E>): this;
+  addListener(event: string | symbol, listener: AnyListener): this;
+  addListener(event: string | symbol, listener: AnyListener): this {
+    own(this).#add(event, listener, 'on');
     return this;
   }
 
-  off<E extends PgClientEvent>(event: E, listener: PgClientListener<E>): this {
-    this.#events?.off(event, listener);
+  once<E extends PgClientEvent>(event: E, listener: PgClientListener<E>): this;
+  once(event: string | symbol, listener: AnyListener): this;
+  once(event: string | symbol, listener: AnyListener): this {
+    own(this).#add(event, listener, 'once');
     return this;
   }
 
-  removeListener<E extends PgClientEvent>(event: E, listener: PgClientListener<E>): this {
+  prependListener(event: string | symbol, listener: AnyListener): this {
+    own(this).#add(event, listener, 'prependListener');
+    return this;
+  }
+
+  prependOnceListener(event: string | symbol, listener: AnyListener): this {
+    own(this).#add(event, listener, 'prependOnceListener');
+    return this;
+  }
+
+  off<E extends PgClientEvent>(event: E, listener: PgClientListener<E>): this;
+  off(event: string | symbol, listener: AnyListener): this;
+  off(event: string | symbol, listener: AnyListener): this {
+    const self = own(this);
+    self.#events?.off(event, listener);
+    self.#repin();
+    return this;
+  }
+
+  removeListener<E extends PgClientEvent>(event: E, listener: PgClientListener<E>): this;
+  removeListener(event: string | symbol, listener: AnyListener): this;
+  removeListener(event: string | symbol, listener: AnyListener): this {
     return this.off(event, listener);
   }
 
-  removeAllListeners(event?: PgClientEvent): this {
-    if (event === undefined) this.#events?.removeAllListeners();
-    else this.#events?.removeAllListeners(event);
+  removeAllListeners(event?: string | symbol): this {
+    const self = own(this);
+    if (event === undefined) self.#events?.removeAllListeners();
+    else self.#events?.removeAllListeners(event);
+    self.#repin();
     return this;
   }
 
-  listenerCount(event: PgClientEvent): number {
-    return this.#events?.listenerCount(event) ?? 0;
+  listenerCount(event: string | symbol): number {
+    return own(this).#events?.listenerCount(event) ?? 0;
+  }
+
+  listeners(event: string | symbol): AnyListener[] {
+    return (own(this).#events?.listeners(event) ?? []) as AnyListener[];
+  }
+
+  rawListeners(event: string | symbol): AnyListener[] {
+    return (own(this).#events?.rawListeners(event) ?? []) as AnyListener[];
+  }
+
+  eventNames(): (string | symbol)[] {
+    return own(this).#events?.eventNames() ?? [];
+  }
+
+  setMaxListeners(n: number): this {
+    own(this).#emitterOnly().setMaxListeners(n);
+    return this;
+  }
+
+  getMaxListeners(): number {
+    return own(this).#events?.getMaxListeners() ?? EventEmitter.defaultMaxListeners;
   }
 
   [Symbol.dispose](): void {
-    if (this.#lease.active) this.release();
+    if (own(this).#lease.active) this.release();
   }
 
-  /** @internal Removes the forwarders from the client (at release). */
+  /** @internal Removes the forwarders from the client and the listeners (at release). */
   _detach(): void {
     if (this.#forwarders !== undefined) {
-      for (const [event, forwarder] of this.#forwarders) this.#client.off(event, forwarder);
+      const client = this.#client as EventEmitter;
+      for (const [event, forwarder] of this.#forwarders) client.off(event, forwarder);
       this.#forwarders = undefined;
     }
     this.#events?.removeAllListeners();
@@ -520,9 +858,19 @@ export class PgPoolClient {
     return this.#lease.resource;
   }
 
-  #emitter(event: PgClientEvent): EventEmitter {
-    this.#live();
-    const events = (this.#events ??= new EventEmitter());
+  #emitterOnly(): EventEmitter {
+    return (this.#events ??= new EventEmitter());
+  }
+
+  #add(
+    event: string | symbol,
+    listener: AnyListener,
+    how: 'on' | 'once' | 'prependListener' | 'prependOnceListener',
+  ): void {
+    const events = this.#emitterOnly();
+    events[how](event, listener);
+    // Released: attached (pg lets you attach to an idle client) but never forwarded.
+    if (!this.#lease.active) return;
     const forwarders = (this.#forwarders ??= new Map());
     if (!forwarders.has(event)) {
       // The client is reachable from the pool: it must only reach this handle weakly.
@@ -530,13 +878,63 @@ export class PgPoolClient {
       const forwarder = (...args: unknown[]): void => {
         const handle = self.deref();
         const events = handle === undefined ? undefined : handle.#events;
-        if (events !== undefined && events.listenerCount(event) > 0) events.emit(event, ...args);
+        if (events === undefined || events.listenerCount(event) === 0) return;
+        try {
+          events.emit(event, ...args);
+        } finally {
+          handle!.#repin(); // once-listeners are gone now
+        }
       };
       forwarders.set(event, forwarder);
-      this.#client.on(event, forwarder);
+      (this.#client as EventEmitter).on(event, forwarder);
     }
-    return events;
+    this.#repin();
   }
+
+  /**
+   * A handle somebody listens on (a LISTEN consumer awaiting 'notification') is in use even when
+   * no variable references it: pinned by the facade while it has any listener but 'error'. An
+   * 'error' listener alone does not pin, so a dropped handle with one is still found.
+   */
+  #repin(): void {
+    const events = this.#events;
+    let listening = false;
+    if (events !== undefined && this.#lease.active) {
+      for (const name of events.eventNames()) {
+        if (name !== 'error' && events.listenerCount(name) > 0) {
+          listening = true;
+          break;
+        }
+      }
+    }
+    this.#owner._pin(this, listening);
+  }
+}
+
+/**
+ * Every member the handle defines is the handle's; every other property reads (and writes) the
+ * pooled client's, as on pg-pool's client. The target is the handle itself, so `instanceof
+ * PgPoolClient` holds and `util.inspect` shows the handle, not the client.
+ */
+const HANDLE_TRAPS: ProxyHandler<PgPoolClient> = {
+  get(target, key) {
+    if (key in target) return Reflect.get(target, key, target);
+    return Reflect.get(clientOf(target), key);
+  },
+  set(target, key, value) {
+    if (key in target) return Reflect.set(target, key, value, target);
+    return Reflect.set(clientOf(target), key, value);
+  },
+  has(target, key) {
+    return key in target || key in clientOf(target);
+  },
+};
+
+function newHandle(owner: PgPool, lease: Lease<Client>, client: Client): PgPoolClient {
+  const handle = new PgPoolClient(owner, lease, client);
+  const proxy = new Proxy(handle, HANDLE_TRAPS);
+  handles.set(proxy, handle);
+  return proxy;
 }
 
 /** Why a released client must be closed rather than reused, or undefined. */
@@ -561,6 +959,60 @@ function closeReason(
   return undefined;
 }
 
+/**
+ * poolwatch's error in the shape pg-pool's callers test for: a failed connect is the driver's
+ * (or the onConnect/verify hook's) own error, as pg passes it (`err.code` 28P01, ECONNREFUSED...);
+ * a timeout keeps its class, holders and stacks under pg's message as the first line.
+ */
+function pgCompatible(error: unknown): unknown {
+  if (error instanceof CreateFailedError) {
+    const cause = error.cause;
+    // pgFactory's connect timeout (ETIMEDOUT, "Connecting to PostgreSQL at ... timed out"): pg-pool
+    // reports its own as "Connection terminated due to connection timeout".
+    if (
+      cause instanceof Error &&
+      (cause as Error & { code?: unknown }).code === 'ETIMEDOUT' &&
+      cause.message.startsWith('Connecting to PostgreSQL at ')
+    ) {
+      const timeout = new Error(`${PG_CONNECT_TIMEOUT}\n${cause.message}`, { cause: cause.cause });
+      (timeout as Error & { code?: string }).code = 'ETIMEDOUT';
+      return timeout;
+    }
+    return cause;
+  }
+  if (error instanceof AcquireTimeoutError) {
+    return new AcquireTimeoutError(
+      `${PG_TIMEOUT}\n${error.message}`,
+      error.poolName ?? '',
+      error.cause,
+    );
+  }
+  if (error instanceof PoolClosedError) return withPgMessage(error, PG_ENDED);
+  return error;
+}
+
+/** Puts pg-pool's message first, keeping poolwatch's explanation (and class, code) after it. */
+function withPgMessage<E extends Error>(error: E, pgMessage: string): E {
+  error.message = `${pgMessage}\n${error.message}`;
+  Error.captureStackTrace(error, withPgMessage);
+  return error;
+}
+
+/** Calls a user callback; its exception is thrown outside the promise chain, as in pg. */
+function callOutside<A extends unknown[]>(fn: (...args: A) => unknown, ...args: A): void {
+  try {
+    fn(...args);
+  } catch (error) {
+    process.nextTick(rethrow, error);
+  }
+}
+
+function rethrow(error: unknown): never {
+  throw error;
+}
+
+function noop(): void {}
+
 /** pg's client.ref()/unref() (on its socket), which @types/pg does not declare. */
 function setRef(client: Client, ref: boolean): void {
   const c = client as unknown as { ref?: () => void; unref?: () => void };
@@ -568,17 +1020,8 @@ function setRef(client: Client, ref: boolean): void {
   else c.unref?.();
 }
 
-function isRecoverableServerError(error: unknown): boolean {
-  const e = error as { severity?: unknown; code?: unknown } | null;
-  return (
-    typeof e?.severity === 'string' &&
-    typeof e.code === 'string' &&
-    e.severity !== 'FATAL' &&
-    e.severity !== 'PANIC'
-  );
-}
-
 const PG_NAME: Record<string, string> = {
+  max: 'max or poolSize',
   acquireTimeoutMillis: 'connectionTimeoutMillis',
   maxLifetimeMillis: 'maxLifetimeSeconds',
 };
@@ -586,19 +1029,31 @@ const PG_NAME: Record<string, string> = {
 /** pg-pool's options given in `config`, as poolwatch options. */
 function mapPgOptions(config: PgPoolConfig): Partial<PoolOptions<Client>> {
   const mapped: Partial<PoolOptions<Client>> = {};
-  if (config.max !== undefined) mapped.max = config.max;
+  // pg-pool: max || poolSize || 10. A 0 is an error here rather than silently 10.
+  const max = config.max ?? config.poolSize;
+  if (max !== undefined) mapped.max = max;
   if (config.min !== undefined) mapped.min = config.min;
   if (config.idleTimeoutMillis !== undefined) {
     mapped.idleTimeoutMillis = config.idleTimeoutMillis ?? 0; // null: never, as in pg
   }
-  if (config.connectionTimeoutMillis !== undefined) {
-    mapped.acquireTimeoutMillis =
-      config.connectionTimeoutMillis === 0 ? Infinity : config.connectionTimeoutMillis;
+  const connectionTimeout: unknown = config.connectionTimeoutMillis;
+  if (connectionTimeout !== undefined) {
+    if (
+      typeof connectionTimeout !== 'number' ||
+      !Number.isFinite(connectionTimeout) ||
+      connectionTimeout < 0
+    ) {
+      throw new InvalidOptionError(
+        `${WHERE} option "connectionTimeoutMillis" must be a duration in milliseconds >= 0 ` +
+          `(0 waits forever), got ${describeValue(connectionTimeout)}.`,
+      );
+    }
+    mapped.acquireTimeoutMillis = connectionTimeout === 0 ? Infinity : connectionTimeout;
   }
   if (config.maxLifetimeSeconds !== undefined) {
     if (typeof config.maxLifetimeSeconds !== 'number' || !(config.maxLifetimeSeconds >= 0)) {
       throw new InvalidOptionError(
-        `${WHERE} option "maxLifetimeSeconds" must be a number >= 0, got ${String(config.maxLifetimeSeconds)}.`,
+        `${WHERE} option "maxLifetimeSeconds" must be a number >= 0, got ${describeValue(config.maxLifetimeSeconds)}.`,
       );
     }
     mapped.maxLifetimeMillis = config.maxLifetimeSeconds * 1000;
@@ -612,6 +1067,6 @@ function positiveOrInfinity(name: string, value: unknown): number {
     return value;
   }
   throw new InvalidOptionError(
-    `${WHERE} option "${name}" must be a whole number >= 1, got ${String(value)}.`,
+    `${WHERE} option "${name}" must be a whole number >= 1, got ${describeValue(value)}.`,
   );
 }

@@ -1,20 +1,142 @@
 /**
- * PgPool, the pg.Pool-compatible facade, against a real PostgreSQL: plain node-postgres usage
- * (pool.query, connect/release, events) and a library built for pg's pool (Kysely).
+ * PgPool, the pg.Pool-compatible facade, against a real PostgreSQL. First the behaviour table
+ * (./pg-compat-table.ts): the same pg.Pool code run on a real pg.Pool and on PgPool, with
+ * identical observations except the listed differences. Then what only PgPool does: handles
+ * found by garbage collection (but not while a LISTEN consumer waits on them), timeouts that
+ * name holders, options, Kysely.
  */
 import assert from 'node:assert/strict';
 import { Kysely, PostgresDialect, sql, type Generated } from 'kysely';
-import type { Client, QueryResult } from 'pg';
-import { InvalidOptionError, LeaseError, PoolClosedError } from '../../src';
+import pg, { type Client, type Notification, type QueryResult } from 'pg';
+import { AcquireTimeoutError, InvalidOptionError, LeaseError, PoolClosedError } from '../../src';
 import { PgPool, type PgPoolClient, type PgPoolConfig } from '../../src/drivers';
-import { adminClient, backendsOf, pgConfig, uniqueName, waitFor } from '../support/integration';
+import {
+  adminClient,
+  backendsOf,
+  collectGarbageUntil,
+  pgConfig,
+  uniqueName,
+  waitFor,
+} from '../support/integration';
 import { getPostgres, type PgServer } from '../support/postgres';
+import {
+  BEHAVIOURS,
+  NEVER_SETTLES,
+  tableFixtures,
+  type Behaviour,
+  type Observation,
+  type Tools,
+} from './pg-compat-table';
 
 interface Account {
   id: Generated<number>;
   owner: string;
   balance: number;
 }
+
+describe('pg.Pool and PgPool: one behaviour table, two pools', function () {
+  let server: PgServer;
+  let admin: Client;
+  let fixtures: Awaited<ReturnType<typeof tableFixtures>>;
+  const summary: string[] = [];
+
+  before(async function () {
+    this.timeout(60_000);
+    server = await getPostgres();
+    admin = await adminClient(server);
+    fixtures = await tableFixtures();
+  });
+  after(async () => {
+    fixtures?.close();
+    await admin?.end();
+    // The table's result, for the issue's closing note and the README.
+    if (summary.length > 0) console.log(`\n    PgPool behaviour table:\n${summary.join('\n')}\n`);
+  });
+
+  /** Runs a row on one pool and ends it, even after a row that left clients out. */
+  async function observe(kind: Tools['kind'], row: Behaviour): Promise<Observation> {
+    const t: Tools = {
+      kind,
+      server,
+      admin,
+      app: uniqueName(`pw_tbl_${kind}`),
+      bag: { ...fixtures.bag },
+    };
+    const { poolwatch, ...config } = row.config?.(t) ?? {};
+    const base = { ...pgConfig(server, t.app), ...config };
+    const pool =
+      kind === 'pg'
+        ? new pg.Pool(base)
+        : (new PgPool({
+            ...base,
+            poolwatch: { name: uniqueName('pw_tbl'), ...poolwatch },
+          }) as unknown as pg.Pool);
+    try {
+      return await row.run(pool, t);
+    } finally {
+      if (!pool.ending) {
+        const ended = await Promise.race([
+          pool.end().then(
+            () => true,
+            () => true,
+          ),
+          new Promise((resolve) => setTimeout(resolve, 500, false)),
+        ]);
+        if (!ended) {
+          // A row that left a client checked out on pg-pool (whose end() waits for it forever).
+          for (const c of (pool as unknown as { _clients?: pg.Client[] })._clients ?? []) {
+            void c.end().catch(() => undefined);
+          }
+        }
+      }
+      if (kind === 'pgpool') await (pool as unknown as PgPool).pool.close();
+    }
+  }
+
+  for (const row of BEHAVIOURS) {
+    it(row.name, async function () {
+      this.timeout(30_000);
+      const onPg = await observe('pg', row);
+      const onPgPool = await observe('pgpool', row);
+      const listed = Object.entries(row.differs ?? {});
+      assert.ok(Object.keys(onPg).length > 0, 'a row observes something');
+      for (const [key, difference] of listed) {
+        assert.deepEqual(
+          { pg: onPg[key], pgpool: onPgPool[key] },
+          { pg: difference.pg, pgpool: difference.pgpool },
+          `listed difference "${key}" (${difference.why})`,
+        );
+        delete onPg[key];
+        delete onPgPool[key];
+      }
+      assert.deepEqual(onPgPool, onPg, 'PgPool must behave as pg.Pool here');
+      summary.push(
+        `    ${listed.length === 0 ? 'same   ' : 'differs'}  ${row.name}` +
+          listed.map(([key, d]) => `\n               ${key}: ${d.why}`).join(''),
+      );
+    });
+  }
+
+  it('observes a hang as a hang (the table can fail)', async () => {
+    const row: Behaviour = {
+      name: 'a connect() that cannot be served',
+      config: () => ({ max: 1, connectionTimeoutMillis: 0 }),
+      async run(pool) {
+        const held = await pool.connect();
+        const waiting = pool.connect();
+        const r = await Promise.race([
+          waiting,
+          new Promise((r) => setTimeout(r, 100, NEVER_SETTLES)),
+        ]);
+        held.release();
+        (await waiting).release();
+        return { r };
+      },
+    };
+    assert.deepEqual(await observe('pg', row), { r: NEVER_SETTLES });
+    assert.deepEqual(await observe('pgpool', row), { r: NEVER_SETTLES });
+  });
+});
 
 describe('PgPool (pg.Pool-compatible facade)', function () {
   let server: PgServer;
@@ -30,7 +152,7 @@ describe('PgPool (pg.Pool-compatible facade)', function () {
     await admin?.end();
   });
   afterEach(async () => {
-    await Promise.all(facades.splice(0).map((f) => f.end()));
+    await Promise.all(facades.splice(0).map((f) => (f.ending ? f.pool.close() : f.end())));
   });
 
   function facade(config: PgPoolConfig = {}, app = uniqueName('pw_facade')): PgPool {
@@ -130,7 +252,7 @@ describe('PgPool (pg.Pool-compatible facade)', function () {
     second.release();
   });
 
-  it('closes a client released with an error, or inside a transaction; keeps it after a server error', async () => {
+  it('closes a client released with an error or inside a transaction, and after a pool.query error (as pg)', async () => {
     const pool = facade({ max: 1 });
     let c = await pool.connect();
     const pid = await pidOf(c);
@@ -155,11 +277,12 @@ describe('PgPool (pg.Pool-compatible facade)', function () {
     c.release();
 
     await assert.rejects(pool.query('SELECT 1/0'), { code: '22012' });
-    assert.equal(
+    assert.notEqual(
       await pool.query('SELECT pg_backend_pid() AS pid').then((r) => r.rows[0].pid),
       pid3,
+      'pool.query() closes the client after any error, as pg-pool does',
     );
-    assert.equal(pool.pool.stats().destroyed, 2);
+    assert.equal(pool.pool.stats().destroyed, 3);
   });
 
   it('forwards client events while checked out and removes them at release', async () => {
@@ -211,7 +334,20 @@ describe('PgPool (pg.Pool-compatible facade)', function () {
 
     // pg's idle default gives way to poolwatch's option: not a conflict.
     facade({ poolwatch: { idleTimeoutMillis: 5000 } });
-    assert.throws(() => new PgPool({ verify: () => undefined }), /verify.*onConnect/);
+    assert.throws(() => new PgPool({ verify: 'yes' as never }), /"verify" must be a function/);
+    assert.throws(() => new PgPool({ log: true as never }), /"log" must be a function/);
+    // Named as the user wrote it, not as the poolwatch option it maps to (issue 10, item 13).
+    for (const bad of [-1, Number.NaN, '100']) {
+      assert.throws(
+        () => new PgPool({ connectionTimeoutMillis: bad as number }),
+        (e: unknown) =>
+          e instanceof InvalidOptionError &&
+          /"connectionTimeoutMillis"/.test(e.message) &&
+          !/acquireTimeoutMillis/.test(e.message),
+      );
+    }
+    assert.throws(() => new PgPool({ idleTimeoutMillis: -5 }), /"idleTimeoutMillis"/);
+    assert.throws(() => new PgPool({ poolSize: 0 }), /"max"/);
     assert.throws(
       () => new PgPool({ max: 2, poolwatch: { max: 3 } }),
       (e: unknown) => e instanceof InvalidOptionError && /"max".*both/.test(e.message),
@@ -294,14 +430,133 @@ describe('PgPool (pg.Pool-compatible facade)', function () {
     await waitFor('the sessions to close', async () => (await backendsOf(admin, app)).length === 0);
   });
 
-  it('end(): idempotent, callback form, and later use fails with PoolClosedError', async () => {
+  it("end(): later use fails with PoolClosedError under pg-pool's message; a second end() rejects", async () => {
     const pool = facade();
     await pool.query('SELECT 1');
     const ending = pool.end();
     assert.equal(pool.ending, true);
-    await Promise.all([ending, new Promise<void>((resolve) => pool.end(() => resolve()))]);
+    await assert.rejects(pool.end(), { message: 'Called end on pool more than once' });
+    await ending;
     assert.equal(pool.ended, true);
-    await assert.rejects(pool.query('SELECT 1'), PoolClosedError);
-    await assert.rejects(pool.connect(), PoolClosedError);
+    for (const use of [pool.query('SELECT 1'), pool.connect()]) {
+      await assert.rejects(use, (e: unknown) => {
+        assert.ok(e instanceof PoolClosedError);
+        assert.match(e.message, /^Cannot use a pool after calling end on the pool\nPool "/);
+        return true;
+      });
+    }
+  });
+
+  it('end() closes a client still checked out after closeTimeoutMillis, and its release() is quiet', async () => {
+    const pool = facade({ poolwatch: { closeTimeoutMillis: 100 } });
+    const client = await pool.connect();
+    const started = performance.now();
+    await pool.end();
+    assert.ok(performance.now() - started < 2000);
+    assert.equal(client.active, false);
+    assert.doesNotThrow(() => client.release());
+  });
+
+  it("timeouts keep poolwatch's holders and stacks under pg's message", async () => {
+    const pool = facade({
+      max: 1,
+      connectionTimeoutMillis: 100,
+      poolwatch: { captureStacks: 'always' },
+    });
+    const held = await pool.connect();
+    const error = await pool.connect().catch((e: unknown) => e);
+    held.release();
+    assert.ok(error instanceof AcquireTimeoutError);
+    assert.equal(error.code, 'POOL_ACQUIRE_TIMEOUT');
+    const [first, ...rest] = error.message.split('\n');
+    assert.equal(first, 'timeout exceeded when trying to connect');
+    assert.match(
+      rest.join('\n'),
+      /Longest holders:\n {2}lease #\d+ held .*acquired at:\n.*pg-compat\.test\.ts/s,
+    );
+  });
+
+  it("release(err) on a client the pool reclaimed does not hide the driver's error (issue 10, item 13)", async () => {
+    const pool = facade({
+      max: 1,
+      poolwatch: { reclaimAfterMillis: 150, housekeepingIntervalMillis: 20 },
+    });
+    const client = await pool.connect();
+    let caught: unknown;
+    try {
+      await client.query('SELECT pg_sleep(3)');
+    } catch (error) {
+      caught = error;
+      client.release(error as Error); // pg-style cleanup: must not throw POOL_LEASE_RECLAIMED
+    }
+    assert.ok(caught instanceof Error);
+    assert.doesNotMatch(caught.message, /POOL_LEASE|reclaim/);
+    assert.doesNotThrow(() => client.release(), 'a plain release after reclaim is quiet too');
+    assert.equal(pool.pool.stats().reclaimedLeaks, 1);
+    assert.deepEqual((await pool.query('SELECT 1 AS ok')).rows, [{ ok: 1 }]);
+  });
+
+  it('keeps a handle alive while a LISTEN consumer waits on it, through forced GCs (issue 9, item 4)', async function () {
+    this.timeout(20_000);
+    const gc = (globalThis as { gc?: () => void }).gc!;
+    const pool = facade({ max: 5, poolwatch: { housekeepingIntervalMillis: 20 } });
+    const channel = uniqueName('pw_listen');
+    // A one-shot consumer: nothing outside this function references its client.
+    const waitForOne = async (): Promise<string | undefined> => {
+      const client = await pool.connect();
+      await client.query(`LISTEN ${channel}`);
+      const n = await new Promise<Notification>((resolve) => client.once('notification', resolve));
+      client.release();
+      return n.payload;
+    };
+    const one = waitForOne();
+    // A long-lived consumer, released by its own listener.
+    const seen: (string | undefined)[] = [];
+    await (async () => {
+      const client = await pool.connect();
+      await client.query(`LISTEN ${channel}_long`);
+      client.on('notification', (n) => {
+        seen.push(n.payload);
+        if (n.payload === 'stop') client.release();
+      });
+    })();
+    const collectFor = async (millis: number): Promise<void> => {
+      const until = performance.now() + millis;
+      while (performance.now() < until) {
+        gc();
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    };
+    await waitFor('both consumers to listen', () => pool.pool.stats().used === 2);
+    await collectFor(2500);
+    assert.equal(pool.pool.stats().collectedLeaks, 0, 'no consumer was collected');
+    await admin.query(`SELECT pg_notify($1, 'first')`, [`${channel}_long`]);
+    await collectFor(500);
+    await admin.query(`SELECT pg_notify($1, 'hello'), pg_notify($2, 'stop')`, [
+      channel,
+      `${channel}_long`,
+    ]);
+    assert.equal(await one, 'hello');
+    await waitFor('the long consumer to stop', () => seen.length === 2);
+    assert.deepEqual(seen, ['first', 'stop']);
+    const s = pool.pool.stats();
+    assert.equal(s.collectedLeaks, 0);
+    assert.equal(s.used, 0);
+
+    // Dropped handles are still found: no listener, only an 'error' listener, listeners removed.
+    await (async () => {
+      await pool.connect();
+      const withErrorListener = await pool.connect();
+      withErrorListener.on('error', () => undefined);
+      const unlistened = await pool.connect();
+      const listener = (): void => undefined;
+      unlistened.on('notification', listener);
+      unlistened.off('notification', listener);
+    })();
+    await collectGarbageUntil(
+      'three dropped handles',
+      () => pool.pool.stats().collectedLeaks === 3,
+    );
+    await waitFor('their connections to close', () => pool.pool.stats().used === 0);
   });
 });
