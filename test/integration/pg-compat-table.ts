@@ -402,7 +402,7 @@ export const BEHAVIOURS: Behaviour[] = [
         () =>
           within(
             pool.connect().then((c) => (client = c)),
-            500,
+            300,
           ),
         300,
         (u) => u.length > 0,
@@ -638,12 +638,12 @@ export const BEHAVIOURS: Behaviour[] = [
   },
   {
     name: 'maxLifetimeSeconds: an idle client closes on time, a checked-out one at release; expiredCount',
-    config: () => ({ max: 2, maxLifetimeSeconds: 0.3 }),
+    config: () => ({ max: 2, maxLifetimeSeconds: 0.2 }),
     async run(pool) {
       const a = await pool.connect();
       const b = await pool.connect();
       b.release();
-      await sleep(500);
+      await sleep(350);
       const o: Observation = {
         expired: pool.expiredCount,
         total: pool.totalCount,
@@ -678,7 +678,7 @@ export const BEHAVIOURS: Behaviour[] = [
       const clients = await Promise.all([pool.connect(), pool.connect(), pool.connect()]);
       for (const c of clients) c.release();
       const peak = pool.totalCount;
-      await sleep(300);
+      await sleep(200);
       return { atStart, peak, after: pool.totalCount, idle: pool.idleCount };
     },
     differs: {
@@ -795,12 +795,12 @@ export const BEHAVIOURS: Behaviour[] = [
     async run(pool) {
       const client = await pool.connect();
       const error = await client
-        .query({ text: 'SELECT pg_sleep(0.6)', query_timeout: 50 } as pg.QueryConfig)
+        .query({ text: 'SELECT pg_sleep(0.4)', query_timeout: 50 } as pg.QueryConfig)
         .catch((e: unknown) => firstLine(e));
       client.release();
       const started = performance.now();
       await pool.query('SELECT 1');
-      return { error, waited: performance.now() - started > 300 };
+      return { error, waited: performance.now() - started > 200 };
     },
   },
   {
@@ -851,7 +851,7 @@ export const BEHAVIOURS: Behaviour[] = [
       const pid = await pidOf(c);
       const held = await catching(
         () => terminateBackend(t.admin, pid),
-        500,
+        300,
         (u) => u.length > 0,
       );
       c.release();
@@ -860,7 +860,7 @@ export const BEHAVIOURS: Behaviour[] = [
       d.release();
       const idle = await catching(
         () => terminateBackend(t.admin, pid2),
-        500,
+        300,
         (u) => u.length > 0,
       );
       return { held: held.uncaught.length > 0, idle: idle.uncaught.length > 0 };
