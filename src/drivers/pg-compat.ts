@@ -711,6 +711,11 @@ export class PgPoolClient {
     clientOf = (handle) => handle.#client;
   }
 
+  /** True for the handles `connect()` returns (their prototype reads as the pg.Client's). */
+  static [Symbol.hasInstance](value: unknown): boolean {
+    return typeof value === 'object' && value !== null && handles.has(value);
+  }
+
   /** @internal Use `newHandle()`: users only ever see the Proxy. */
   constructor(owner: PgPool, lease: Lease<Client>, client: Client) {
     this.#owner = owner;
@@ -913,10 +918,16 @@ export class PgPoolClient {
 
 /**
  * Every member the handle defines is the handle's; every other property reads (and writes) the
- * pooled client's, as on pg-pool's client. The target is the handle itself, so `instanceof
- * PgPoolClient` holds and `util.inspect` shows the handle, not the client.
+ * pooled client's, as on pg-pool's client. Its prototype reads as the client's, so `client
+ * instanceof pg.Client` holds as with pg-pool, and code that tells pools from clients by the
+ * constructor's name (Drizzle: `constructor.name.includes('Pool')`) sees a `Client`.
+ * `instanceof PgPoolClient` still holds (Symbol.hasInstance). The target is the handle itself,
+ * so `util.inspect` shows the handle, never the client (and its connection parameters).
  */
 const HANDLE_TRAPS: ProxyHandler<PgPoolClient> = {
+  getPrototypeOf(target) {
+    return Object.getPrototypeOf(clientOf(target)) as object | null;
+  },
   get(target, key) {
     if (key in target) return Reflect.get(target, key, target);
     return Reflect.get(clientOf(target), key);

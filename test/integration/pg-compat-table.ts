@@ -278,12 +278,11 @@ export const BEHAVIOURS: Behaviour[] = [
         methods: ['emit', 'end', 'query', 'on', 'once', 'release'].map((m) => typeof client[m]),
         hasBinary: 'binary' in client,
         instanceOfPgClient: client instanceof pg.Client,
+        // Drizzle tells a pool from a client this way (a client gets no connect()).
+        constructorName: (Object.getPrototypeOf(client) as object).constructor.name,
       };
       client.release();
       return o;
-    },
-    differs: {
-      instanceOfPgClient: { pg: true, pgpool: false, why: HANDLE },
     },
   },
   {
