@@ -199,14 +199,30 @@ export const BEHAVIOURS: Behaviour[] = [
         client.count = count++;
       });
       const client = (await pool.connect()) as PoolClient & { count?: number };
-      const res = await client.query('SELECT $1::int AS "clientCount"', [client.count]);
+      const res = await client.query('SELECT $1::int AS "clientCount", pg_backend_pid() AS p', [
+        client.count,
+      ]);
       client.release();
       let acquireCount = 0;
       pool.on('acquire', () => acquireCount++);
       let connectCount = 0;
       pool.on('connect', () => connectCount++);
-      await Promise.all(Array.from({ length: 200 }, () => pool.query('SELECT NOW()')));
-      return { clientCount: res.rows[0].clientCount, acquireCount, connectCount: connectCount + 1 };
+      const pids = await Promise.all(
+        Array.from({ length: 200 }, () =>
+          pool
+            .query<{ p: number }>('SELECT NOW(), pg_backend_pid() AS p')
+            .then((r) => r.rows[0]!.p),
+        ),
+      );
+      // pg's README says "connect count: 10": one new client per caller until max. PgPool's
+      // 'connect' comes at a client's first checkout, so under load a client connected for a
+      // caller that another client served first is announced later: count the clients used.
+      return {
+        clientCount: res.rows[0].clientCount,
+        acquireCount,
+        connectPerClientUsed: connectCount + 1 === new Set([...pids, res.rows[0].p]).size,
+        atMostMax: connectCount + 1 <= 10,
+      };
     },
   },
   {
@@ -283,6 +299,29 @@ export const BEHAVIOURS: Behaviour[] = [
       };
       client.release();
       return o;
+    },
+  },
+  {
+    name: 'client options passed through the pool: pipeline mode, statement_timeout, types',
+    config: () =>
+      ({
+        pipeline: true,
+        statement_timeout: 1234,
+        types: { getTypeParser: () => (value: string) => `<${value}>` },
+      }) as PgPoolConfig,
+    async run(pool) {
+      const client = (await pool.connect()) as PoolClient & { pipeline?: boolean };
+      const [a, b, c] = await Promise.all([
+        client.query('SHOW statement_timeout'),
+        client.query('SELECT 1 AS one'),
+        client.query('SELECT $1::text AS t', ['x']),
+      ]);
+      client.release();
+      return {
+        pipeline: client.pipeline,
+        rows: [a.rows, b.rows, c.rows],
+        viaPoolQuery: (await pool.query('SELECT 2 AS two')).rows,
+      };
     },
   },
   {
