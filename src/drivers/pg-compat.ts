@@ -133,6 +133,8 @@ const DRIVER_KEYS = [
 /** pg-pool's default idle timeout, kept for compatibility (poolwatch's own is 30 s). */
 const PG_IDLE_TIMEOUT_MILLIS = 10_000;
 const WHERE = 'PgPool';
+/** The longest delay Node's timers take. */
+const MAX_TIMER_MILLIS = 2 ** 31 - 1;
 
 // pg-pool's own messages, first line of the facade's errors so code that matches them works.
 const PG_TIMEOUT = 'timeout exceeded when trying to connect';
@@ -269,6 +271,20 @@ export class PgPool extends EventEmitter {
       options.maxLifetimeMillis,
       DEFAULTS.maxLifetimeMillis,
     );
+    // Both arm a Node timer per client: beyond 2^31-1 ms, Node fires it after 1 ms instead.
+    for (const [name, millis] of [
+      ['idleTimeoutMillis', this.#idleTimeoutMillis],
+      [
+        config.maxLifetimeSeconds !== undefined ? 'maxLifetimeSeconds' : 'maxLifetimeMillis',
+        this.#lifetimeMillis,
+      ],
+    ] as const) {
+      if (millis > MAX_TIMER_MILLIS) {
+        throw new InvalidOptionError(
+          `${WHERE} option "${name}" is too long for a timer (at most ${MAX_TIMER_MILLIS} ms, about 24.8 days); use 0 for never.`,
+        );
+      }
+    }
     this.#closeTimeoutMillis = millisOption(
       WHERE,
       'closeTimeoutMillis',

@@ -885,12 +885,17 @@ export const BEHAVIOURS: Behaviour[] = [
     name: 'connection errors nobody listens to (checked-out client; idle client without pool.on(error))',
     config: () => ({ max: 1 }),
     async run(pool, t) {
+      // Done when the client has seen its connection end: pg throws in that same event.
+      const dead = (client: PoolClient): boolean => {
+        const internals = client as unknown as { _queryable?: boolean; _ending?: boolean };
+        return internals._queryable === false || internals._ending === true;
+      };
       const c = await pool.connect();
       const pid = await pidOf(c);
       const held = await catching(
         () => terminateBackend(t.admin, pid),
-        300,
-        (u) => u.length > 0,
+        3000,
+        (u) => u.length > 0 || dead(c),
       );
       c.release();
       const d = await pool.connect();
@@ -898,8 +903,8 @@ export const BEHAVIOURS: Behaviour[] = [
       d.release();
       const idle = await catching(
         () => terminateBackend(t.admin, pid2),
-        300,
-        (u) => u.length > 0,
+        3000,
+        (u) => u.length > 0 || dead(d),
       );
       return { held: held.uncaught.length > 0, idle: idle.uncaught.length > 0 };
     },

@@ -347,6 +347,14 @@ describe('PgPool (pg.Pool-compatible facade)', function () {
       );
     }
     assert.throws(() => new PgPool({ idleTimeoutMillis: -5 }), /"idleTimeoutMillis"/);
+    assert.throws(
+      () => new PgPool({ idleTimeoutMillis: 2 ** 31 }),
+      /"idleTimeoutMillis" is too long/,
+    );
+    assert.throws(
+      () => new PgPool({ maxLifetimeSeconds: 3e6 }),
+      /"maxLifetimeSeconds" is too long/,
+    );
     assert.throws(() => new PgPool({ poolSize: 0 }), /"max"/);
     assert.throws(
       () => new PgPool({ max: 2, poolwatch: { max: 3 } }),
