@@ -549,7 +549,8 @@ describe('PgPool (pg.Pool-compatible facade)', function () {
     assert.equal(s.collectedLeaks, 0);
     assert.equal(s.used, 0);
 
-    // Dropped handles are still found: no listener, only an 'error' listener, listeners removed.
+    // Dropped handles are still found: no listener, only an 'error' listener, listeners removed,
+    // a once-listener that has fired.
     await (async () => {
       await pool.connect();
       const withErrorListener = await pool.connect();
@@ -558,11 +559,13 @@ describe('PgPool (pg.Pool-compatible facade)', function () {
       const listener = (): void => undefined;
       unlistened.on('notification', listener);
       unlistened.off('notification', listener);
+      const served = await pool.connect();
+      await served.query(`LISTEN ${channel}_once`);
+      const got = new Promise((resolve) => served.once('notification', resolve));
+      await admin.query(`SELECT pg_notify($1, 'once')`, [`${channel}_once`]);
+      await got;
     })();
-    await collectGarbageUntil(
-      'three dropped handles',
-      () => pool.pool.stats().collectedLeaks === 3,
-    );
+    await collectGarbageUntil('four dropped handles', () => pool.pool.stats().collectedLeaks === 4);
     await waitFor('their connections to close', () => pool.pool.stats().used === 0);
   });
 });
