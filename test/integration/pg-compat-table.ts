@@ -517,7 +517,7 @@ export const BEHAVIOURS: Behaviour[] = [
     },
   },
   {
-    name: 'a throwing query() or connect() callback: an uncaught exception, the pool goes on',
+    name: 'a throwing query(), connect() or end() callback: an uncaught exception, the pool goes on',
     async run(pool) {
       const r = await catching(async (uncaught) => {
         pool.query('SELECT 1', () => {
@@ -529,9 +529,36 @@ export const BEHAVIOURS: Behaviour[] = [
           throw new Error('connect callback');
         });
         await waitFor('the second throw', () => uncaught.length === 2, { timeoutMillis: 3000 });
-        return (await pool.query('SELECT 1 AS ok')).rows;
+        const after = (await pool.query('SELECT 1 AS ok')).rows;
+        let fromEnd: string | undefined;
+        try {
+          pool.end(() => {
+            throw new Error('end callback');
+          });
+        } catch (error) {
+          fromEnd = firstLine(error);
+        }
+        await waitFor('the pool to end', () => pool.ended, { timeoutMillis: 3000 });
+        return { after, fromEnd };
       }, 50);
-      return { after: r.value, uncaught: r.uncaught, unhandled: r.unhandled };
+      return {
+        after: r.value.after,
+        uncaught: r.uncaught.filter((m) => m !== 'end callback'),
+        unhandled: r.unhandled,
+        endCallback:
+          r.value.fromEnd !== undefined
+            ? 'thrown out of end()'
+            : r.uncaught.includes('end callback')
+              ? 'uncaught'
+              : 'lost',
+      };
+    },
+    differs: {
+      endCallback: {
+        pg: 'thrown out of end()',
+        pgpool: 'uncaught',
+        why: "pg-pool calls end()'s callback synchronously once no client is checked out, before the idle ones have closed; PgPool calls it when every connection has closed",
+      },
     },
   },
   {
