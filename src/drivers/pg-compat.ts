@@ -161,7 +161,8 @@ type AnyListener = (...args: any[]) => void;
 interface ClientRecord {
   /** The factory context's markBroken: evicts the client now if idle, else at its release. */
   readonly evict: (error?: Error) => void;
-  idleTimer: NodeJS.Timeout | undefined;
+  /** When the idle timer closes it (performance.now()); Infinity when checked out or exempt. */
+  idleDeadline: number;
   lifetimeTimer: NodeJS.Timeout | undefined;
   /** Past maxLifetimeSeconds (pg's `_expired`): closed at release, counted by `expiredCount`. */
   expired: boolean;
@@ -195,6 +196,9 @@ export class PgPool extends EventEmitter {
   readonly #closeTimeoutMillis: number;
   readonly #allowExitOnIdle: boolean;
   readonly #log: Log;
+  /** The idle timer (see #armIdleTimer), armed for `#idleTimerAt`. */
+  #idleTimer: NodeJS.Timeout | undefined;
+  #idleTimerAt = Infinity;
   #ending: Promise<void> | undefined;
   /** Resolves end()'s wait for queued callers (set while ending with callers queued). */
   #waitersDone: (() => void) | undefined;
@@ -470,6 +474,7 @@ export class PgPool extends EventEmitter {
       .then(() => this.pool.close())
       .then(() => {
         this.#ended = true;
+        clearTimeout(this.#idleTimer);
         for (const client of [...this.#clients.keys()]) this.#forget(client);
       });
     if (callback === undefined) return this.#ending;
@@ -521,7 +526,7 @@ export class PgPool extends EventEmitter {
       else {
         if (this.#allowExitOnIdle) setRef(client, false);
         lease.release();
-        if (record !== undefined) this.#armIdleTimer(client, record);
+        if (record !== undefined) this.#armIdleTimer(record);
       }
     }
   }
@@ -544,7 +549,7 @@ export class PgPool extends EventEmitter {
     this.#log('new client connected');
     const record: ClientRecord = {
       evict: (error) => context.markBroken(error),
-      idleTimer: undefined,
+      idleDeadline: Infinity,
       lifetimeTimer: undefined,
       expired: false,
       announced: false,
@@ -571,34 +576,62 @@ export class PgPool extends EventEmitter {
   #forget(client: Client): void {
     const record = this.#clients.get(client);
     if (record === undefined) return;
-    clearTimeout(record.idleTimer);
     clearTimeout(record.lifetimeTimer);
     this.#clients.delete(client);
     this.#checkedOut.delete(client);
   }
 
-  /** pg-pool's idle timer: armed at release while above `min`, checked again when it fires. */
-  #armIdleTimer(client: Client, record: ClientRecord): void {
-    if (this.#idleTimeoutMillis === 0 || !(this.totalCount > this.#min)) return;
-    clearTimeout(record.idleTimer);
-    record.idleTimer = setTimeout(() => {
-      record.idleTimer = undefined;
-      if (this.#checkedOut.has(client) || !(this.totalCount > this.#min)) return;
+  /**
+   * pg-pool's idle timer: a client released while the pool is above `min` closes
+   * `idleTimeoutMillis` later unless checked out again (and if still above `min` then). One timer
+   * per pool, armed at the earliest deadline, serves every client: a release only stamps its
+   * deadline, a checkout clears it, so the hot path arms no timer.
+   */
+  #armIdleTimer(record: ClientRecord): void {
+    if (this.#idleTimeoutMillis === 0 || !this.#aboveMin()) return;
+    record.idleDeadline = performance.now() + this.#idleTimeoutMillis;
+    if (this.#idleTimerAt <= record.idleDeadline) return; // an earlier deadline is armed
+    this.#scheduleIdleTimer(record.idleDeadline);
+  }
+
+  #scheduleIdleTimer(deadline: number): void {
+    clearTimeout(this.#idleTimer);
+    this.#idleTimerAt = deadline;
+    this.#idleTimer = setTimeout(
+      () => this.#evictIdle(),
+      Math.max(0, deadline - performance.now()),
+    );
+    // As in pg-pool: the idle timer keeps the process alive unless allowExitOnIdle.
+    if (this.#allowExitOnIdle) this.#idleTimer.unref();
+  }
+
+  #evictIdle(): void {
+    this.#idleTimer = undefined;
+    this.#idleTimerAt = Infinity;
+    const now = performance.now();
+    let next = Infinity;
+    for (const [client, record] of this.#clients) {
+      if (record.idleDeadline > now) {
+        next = Math.min(next, record.idleDeadline);
+        continue;
+      }
+      record.idleDeadline = Infinity;
+      if (this.#checkedOut.has(client) || !this.#aboveMin()) continue;
       this.#log('remove idle client');
       record.evict(new Error(`idle for ${this.#idleTimeoutMillis} ms (idleTimeoutMillis)`));
-    }, this.#idleTimeoutMillis);
-    // As in pg-pool: the idle timer keeps the process alive unless allowExitOnIdle.
-    if (this.#allowExitOnIdle) record.idleTimer.unref();
+    }
+    if (next !== Infinity && !this.#ended) this.#scheduleIdleTimer(next);
+  }
+
+  #aboveMin(): boolean {
+    return this.#min === 0 || this.totalCount > this.#min;
   }
 
   #checkOut(lease: Lease<Client>): PgPoolClient {
     const client = lease.resource;
     this.#checkedOut.add(client);
     const record = this.#clients.get(client);
-    if (record !== undefined) {
-      clearTimeout(record.idleTimer);
-      record.idleTimer = undefined;
-    }
+    if (record !== undefined) record.idleDeadline = Infinity;
     if (this.#allowExitOnIdle) setRef(client, true);
     const handle = newHandle(this, lease, client);
     // pg-pool emits 'connect' at a new client's first checkout, then 'acquire', with the object
@@ -676,12 +709,15 @@ export class PgPool extends EventEmitter {
   }
 }
 
-/** proxy → handle, so the handle's methods find their private fields when called on the proxy. */
-const handles = new WeakMap<object, PgPoolClient>();
+/**
+ * The handle itself, under a symbol: its methods, called on the proxy, find their private fields
+ * through `this[SELF]` (a trap), with no per-checkout WeakMap entry.
+ */
+const SELF = Symbol('PgPoolClient');
 let clientOf: (handle: PgPoolClient) => Client;
 
 function own(handle: PgPoolClient): PgPoolClient {
-  return handles.get(handle) ?? handle;
+  return (handle as unknown as { [SELF]: PgPoolClient })[SELF];
 }
 
 /**
@@ -729,8 +765,15 @@ export class PgPoolClient {
 
   /** True for the handles `connect()` returns (their prototype reads as the pg.Client's). */
   static [Symbol.hasInstance](value: unknown): boolean {
-    return typeof value === 'object' && value !== null && handles.has(value);
+    return (
+      typeof value === 'object' &&
+      value !== null &&
+      (value as { [SELF]?: unknown })[SELF] !== undefined
+    );
   }
+
+  /** @internal See `own()`. */
+  readonly [SELF]: PgPoolClient = this;
 
   /** @internal Use `newHandle()`: users only ever see the Proxy. */
   constructor(owner: PgPool, lease: Lease<Client>, client: Client) {
@@ -959,9 +1002,7 @@ const HANDLE_TRAPS: ProxyHandler<PgPoolClient> = {
 
 function newHandle(owner: PgPool, lease: Lease<Client>, client: Client): PgPoolClient {
   const handle = new PgPoolClient(owner, lease, client);
-  const proxy = new Proxy(handle, HANDLE_TRAPS);
-  handles.set(proxy, handle);
-  return proxy;
+  return new Proxy(handle, HANDLE_TRAPS);
 }
 
 /** Why a released client must be closed rather than reused, or undefined. */
