@@ -579,6 +579,9 @@ export class PgPool extends EventEmitter {
     clearTimeout(record.lifetimeTimer);
     this.#clients.delete(client);
     this.#checkedOut.delete(client);
+    // A handle still pinned by its listeners when the pool took its client back (reclaim, end):
+    // its listeners will never fire again, so the facade lets go of it.
+    for (const handle of this.#pinned) if (clientOf(handle) === client) this.#pinned.delete(handle);
   }
 
   /**
