@@ -3,7 +3,7 @@
  * and libraries written for pg's pool (Kysely's `PostgresDialect`, plain `pool.query()`) get
  * leak detection without changes. Everything a pg.Pool user can observe behaves as in pg-pool
  * 3.x, except the differences listed in the README ("Drop-in for pg.Pool"), each with its reason;
- * `test/integration/pg-compat.test.ts` runs one table of behaviours against both pools.
+ * `test/integration/pg-compat.test.ts` runs that table against a real pg.Pool and a PgPool.
  *
  * Design: the poolwatch pool owns the `pg.Client`s; `connect()` hands out a per-checkout handle
  * (`PgPoolClient`, wrapped in a Proxy) that holds the lease, implements what must differ (query
@@ -25,10 +25,11 @@
  * `'error'` (a LISTEN consumer waiting for `'notification'`) is in use even when no variable
  * references it: the facade pins it until the listeners are removed or the client released.
  *
- * Timing that pg users rely on lives here, per client, as in pg-pool: the idle timer
- * (`idleTimeoutMillis`, armed at release while above `min`) and the lifetime timer
- * (`maxLifetimeSeconds`). They evict through the factory's `markBroken`, so the poolwatch pool
- * underneath runs without its own idle and lifetime eviction (its destroy reason reads `broken`).
+ * Timing that pg users rely on lives here, per client, as in pg-pool: the idle deadline
+ * (`idleTimeoutMillis` after a release while above `min`; one pool timer serves them all) and the
+ * lifetime timer (`maxLifetimeSeconds`). They evict through the factory's `markBroken`, so the
+ * poolwatch pool underneath runs without its own idle and lifetime eviction (its destroy reason
+ * reads `broken`). `test/integration/pg-compat-table.ts` is the behaviour table run on both pools.
  */
 import { EventEmitter } from 'node:events';
 import type {
