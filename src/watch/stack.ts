@@ -144,9 +144,15 @@ export class StackSampler {
     return false;
   }
 
-  /** The capture just allowed took `millis`. */
+  /**
+   * The capture just allowed took `millis` of wall-clock time. A process descheduled during a
+   * capture measures the wait too: a charge is capped at `AUTO_STACK_MAX_CHARGE_MILLIS`, so a busy
+   * machine does not empty the budget for seconds.
+   */
   spent(millis: number): void {
-    if (this.#charged) this.#credit -= millis;
+    if (this.#charged) {
+      this.#credit -= millis < AUTO_STACK_MAX_CHARGE_MILLIS ? millis : AUTO_STACK_MAX_CHARGE_MILLIS;
+    }
   }
 
   /** A finding had no stack: capture every acquire for a while. */
@@ -159,5 +165,7 @@ export class StackSampler {
 export const AUTO_STACK_BUDGET = 0.01;
 /** 'auto': how much capture time can be saved up for a burst (about 300 captures). */
 export const AUTO_STACK_BURST_MILLIS = 2;
+/** 'auto': the most one capture is charged (ten times what the slowest capture measured costs). */
+export const AUTO_STACK_MAX_CHARGE_MILLIS = 0.1;
 /** 'auto': how long every acquire is captured after a finding without a stack. */
 export const AUTO_STACK_HUNT_MILLIS = 5 * 60_000;

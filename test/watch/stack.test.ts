@@ -55,6 +55,16 @@ describe('stack capture (src/watch/stack.ts)', () => {
       );
     });
 
+    it('charges a capture that measured long (the process was descheduled) at most 0.1 ms', () => {
+      const sampler = new StackSampler(-1);
+      assert.ok(sampler.shouldCapture(0));
+      sampler.spent(50); // preempted for 50 ms in the middle of a capture
+      assert.equal(
+        captures(sampler, 0, 10_000, 2 ** -6),
+        Math.ceil((AUTO_STACK_BURST_MILLIS - 0.1) / 2 ** -6),
+      );
+    });
+
     it("'always', 'never' and one-in-N ignore the budget", () => {
       assert.equal(captures(new StackSampler(1), 0, 1000, 1), 1000);
       assert.equal(captures(new StackSampler(0), 0, 1000, 0), 0);
