@@ -8,11 +8,15 @@
  */
 import type { HoldMessage, HoldOutcome, PoolRef } from '../events';
 import type { PgPoolNameInfo } from '../instrumentation/types';
+import { pgPoolServerInfo } from '../pg-connection-string';
 import type { PoolStats, ServerInfo } from '../types';
 import { Hold } from '../watch/hold';
 import type { LeakReport } from '../watch/report';
 import type { CapturedStack } from '../watch/stack';
 import { LeaseWatcher, newHoldId, newResourceId, uniquePoolName } from '../watch/watcher';
+
+// Naming reads the connection string with the one careful parser the drivers use (issue 10).
+export { pgPoolServerInfo };
 
 /** The parts of a pg-pool `Pool` (2.x and 3.x) that are read here: its public API only. */
 export interface PgPoolLike {
@@ -375,82 +379,6 @@ export class WatchedPgPool implements PoolRef {
     clearInterval(this.#tick);
     this.#tick = undefined;
   }
-}
-
-/**
- * Where a pg pool connects, as pg resolves it: the connection string first, then the options, then
- * `PGHOST`, `PGPORT`, `PGDATABASE` and pg's defaults (`localhost`, 5432). Only host, port and
- * database are read, never the user or password. pg falls back to the user name for a missing
- * database; this leaves `namespace` out instead.
- */
-export function pgPoolServerInfo(options: Readonly<Record<string, unknown>>): ServerInfo {
-  let host = stringOf(options.host);
-  let port = portOf(options.port);
-  let database = stringOf(options.database);
-  const url = parseConnectionString(options.connectionString);
-  if (url !== undefined) {
-    host = url.host ?? host;
-    port = url.port ?? port;
-    database = url.database ?? database;
-  }
-  host ??= stringOf(process.env.PGHOST) ?? 'localhost';
-  port ??= portOf(process.env.PGPORT) ?? 5432;
-  database ??= stringOf(process.env.PGDATABASE);
-  const info: { system: string; address: string; port: number; namespace?: string } = {
-    system: 'postgresql',
-    address: host,
-    port,
-  };
-  if (database !== undefined) info.namespace = database;
-  return info;
-}
-
-function parseConnectionString(
-  value: unknown,
-): { host?: string; port?: number; database?: string } | undefined {
-  if (typeof value !== 'string') return undefined;
-  let url: URL;
-  try {
-    // The user and password are cut off before parsing: they are never read, and
-    // `postgres://user:pw@/db?host=/socket/dir` (an empty host) only parses without them.
-    url = new URL(value.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/?#]*@/i, '$1'));
-  } catch {
-    // Not a URL (pg also takes `/socket/dir dbname`): use the options. The string is never
-    // quoted, as it may hold the password.
-    return undefined;
-  }
-  const out: { host?: string; port?: number; database?: string } = {};
-  if (url.protocol === 'socket:') {
-    // socket:/socket/dir?db=name
-    out.host = safeDecode(url.pathname);
-    const database = url.searchParams.get('db');
-    if (database) out.database = database;
-    return out;
-  }
-  const host = url.searchParams.get('host') || safeDecode(url.hostname.replace(/^\[|\]$/g, ''));
-  if (host) out.host = host;
-  const port = portOf(url.port);
-  if (port !== undefined) out.port = port;
-  const database = safeDecode(url.pathname.replace(/^\//, ''));
-  if (database) out.database = database;
-  return out;
-}
-
-function safeDecode(text: string): string {
-  try {
-    return decodeURIComponent(text);
-  } catch {
-    return text;
-  }
-}
-
-function stringOf(value: unknown): string | undefined {
-  return typeof value === 'string' && value !== '' ? value : undefined;
-}
-
-function portOf(value: unknown): number | undefined {
-  const port = typeof value === 'number' ? value : typeof value === 'string' ? Number(value) : NaN;
-  return Number.isInteger(port) && port > 0 && port < 65536 && value !== '' ? port : undefined;
 }
 
 function isThenable(value: unknown): value is PromiseLike<unknown> {

@@ -28,6 +28,11 @@ import {
   sqlOption,
 } from './common';
 import { rejectUnknownKeys } from '../options';
+import {
+  parsePgConnectionString,
+  resolvePgServer,
+  type PgConnectionFields,
+} from '../pg-connection-string';
 
 /** What the factory needs from a client class: `pg.Client` or a subclass. */
 export type PgClientConstructor<C extends Client = Client> = new (config: ClientConfig) => C;
@@ -253,80 +258,26 @@ export function createPgPool<C extends Client = Client>(
 /**
  * Where `config` connects, without credentials: `{ system: 'postgresql', address, port,
  * namespace }`, resolved the way pg resolves it (connection string over fields, then `PG*`
- * environment variables, then pg's defaults).
+ * environment variables, then pg's defaults, the database defaulting to the user name).
+ *
+ * A connection string poolwatch cannot read unambiguously (no `postgres://` scheme, an unencoded
+ * `/`, `?` or `#` in the password, a libpq `key=value` string) is rejected without quoting it:
+ * pg would read part of the password as the host or the database, and from there it would reach
+ * pool names, spans and metrics (see ../pg-connection-string.ts).
  */
 export function pgServerInfo(config: string | ClientConfig): ServerInfo {
-  assertConnectionUrl(typeof config === 'string' ? config : config.connectionString);
-  let host: unknown;
-  let port: unknown;
-  let database: unknown;
-  try {
-    // pg's own resolution (exported by pg as 'pg/lib/*'). It only parses; it never connects.
-    // eslint-disable-next-line @typescript-eslint/no-require-imports -- lazy: optional peer dependency
-    const ConnectionParameters = require('pg/lib/connection-parameters') as new (
-      config: string | ClientConfig,
-    ) => { host?: unknown; port?: unknown; database?: unknown };
-    ({ host, port, database } = new ConnectionParameters(config));
-  } catch (error) {
-    if (isModuleNotFound(error)) ({ host, port, database } = parseConfig(config));
-    else {
-      // pg's parser rejected the config. Its error may quote the connection string (and the
-      // password in it), so only its class is passed on.
-      throw new InvalidOptionError(
-        `${WHERE}: the PostgreSQL connection config could not be parsed (${asError(error).name}). ` +
-          'Check the connection string: postgres://user:password@host:port/database.',
-      );
-    }
+  const fields: PgConnectionFields =
+    typeof config === 'string' ? { connectionString: config } : config;
+  const { connectionString } = fields;
+  if (connectionString !== undefined && parsePgConnectionString(connectionString) === undefined) {
+    throw new InvalidOptionError(
+      `${WHERE}: the PostgreSQL connection string cannot be read unambiguously (it is not quoted ` +
+        'here: it may hold a password). Expected postgres://user:password@host:port/database, ' +
+        'with reserved characters in the user and password percent-encoded (/ as %2F, ? as %3F, ' +
+        '# as %23, @ as %40), or pass a config object with a separate password.',
+    );
   }
-  const info: { system: string; address?: string; port?: number; namespace?: string } = {
-    system: 'postgresql',
-  };
-  if (typeof host === 'string' && host !== '') info.address = host;
-  const portNumber = typeof port === 'number' ? port : Number(port);
-  if (Number.isInteger(portNumber) && portNumber > 0) info.port = portNumber;
-  if (typeof database === 'string' && database !== '') info.namespace = database;
-  return info;
-}
-
-/**
- * pg reads a string that is not a URL (a libpq `key=value` string, a typo) as a database name on
- * a host called "base": never what was meant, and the whole string, password included, would
- * become the server info's namespace. Rejected, without quoting it.
- */
-function assertConnectionUrl(connectionString: string | undefined): void {
-  if (connectionString === undefined) return;
-  if (typeof connectionString === 'string' && /^(\/|[a-z][a-z0-9+.-]*:)/i.test(connectionString)) {
-    return;
-  }
-  throw new InvalidOptionError(
-    `${WHERE}: the connection string is not a URL. ` +
-      'Expected postgres://user:password@host:port/database (or a Unix socket path).',
-  );
-}
-
-/** A fallback for a pg without `lib/connection-parameters`: the common forms only. */
-function parseConfig(config: string | ClientConfig): {
-  host: unknown;
-  port: unknown;
-  database: unknown;
-} {
-  const c = typeof config === 'string' ? { connectionString: config } : config;
-  let host: unknown = c.host ?? process.env.PGHOST ?? 'localhost';
-  let port: unknown = c.port ?? process.env.PGPORT ?? 5432;
-  let database: unknown = c.database ?? process.env.PGDATABASE ?? c.user ?? process.env.PGUSER;
-  if (c.connectionString !== undefined) {
-    try {
-      const url = new URL(c.connectionString);
-      host = url.searchParams.get('host') ?? (url.hostname || host);
-      if (url.port !== '') port = url.port;
-      const path = decodeURIComponent(url.pathname.replace(/^\//, ''));
-      if (path !== '') database = path;
-      else if (url.username !== '') database = decodeURIComponent(url.username);
-    } catch {
-      // Not a URL (e.g. a libpq key=value string): keep the field values.
-    }
-  }
-  return { host, port, database };
+  return resolvePgServer(fields, { databaseFromUser: true });
 }
 
 function withConnectTimeout(config: string | ClientConfig): ClientConfig {
@@ -402,9 +353,4 @@ function loadPg<C extends Client>(): PgModule<C> {
       { cause: error },
     );
   }
-}
-
-function isModuleNotFound(error: unknown): boolean {
-  const code = (error as { code?: unknown } | null)?.code;
-  return code === 'MODULE_NOT_FOUND' || code === 'ERR_PACKAGE_PATH_NOT_EXPORTED';
 }
