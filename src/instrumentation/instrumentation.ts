@@ -37,6 +37,7 @@ import {
 import type { CodeLocation, LeaseInfo, PoolStats } from '../types';
 import { poolReport } from '../held-leases';
 import { InvalidOptionError } from '../errors';
+import { codeLocation } from '../watch/stack';
 import { CodeLocationSeries, isAutoNumbered, recordLeakSpan } from './leak-telemetry';
 import {
   ALERT_EVENT,
@@ -198,6 +199,11 @@ export class PoolInstrumentation extends InstrumentationBase<PoolInstrumentation
 
   /** Throws `InvalidOptionError` for an invalid `pgPool` option (leaving the config as it was). */
   override setConfig(config: PoolInstrumentationConfig = {}): void {
+    if (config.redactStack !== undefined && typeof config.redactStack !== 'function') {
+      throw new InvalidOptionError(
+        'PoolInstrumentation option "redactStack" must be a function (stack) => string | undefined.',
+      );
+    }
     this._pgPoolOptions = resolvePgPoolOptions(config.pgPool);
     const maxLocations = config.maxCodeLocationsPerPool ?? 20;
     if (!Number.isInteger(maxLocations) || maxLocations < 1) {
@@ -597,15 +603,40 @@ export class PoolInstrumentation extends InstrumentationBase<PoolInstrumentation
     const span = state?.holdSpan;
     if (span === undefined || !span.isRecording()) return;
     const attributes: Attributes = { [ATTR_LEASE_AGE]: message.ageMillis / 1000 };
-    const stack = message.stack ?? lease.stack;
-    if (this._config.captureStacks && stack !== undefined) {
+    const stack = this._exportedStack(message.stack ?? lease.stack);
+    if (stack !== undefined) {
       attributes[ATTR_CODE_STACKTRACE] = stack;
-      addCodeLocation(attributes, lease.location);
+      addCodeLocation(attributes, this._exportedLocation(stack, lease.location));
     }
     span.addEvent(LEAK_EVENT[kind], attributes, at);
     if (kind === 'collected' || kind === 'reclaimed') {
       span.setStatus({ code: SpanStatusCode.ERROR, message: `lease ${kind}` });
     }
+  }
+
+  /** A stack as it may leave the process: after `captureStacks` and the `redactStack` hook. */
+  private _exportedStack(stack: string | undefined): string | undefined {
+    if (!this._config.captureStacks || stack === undefined) return undefined;
+    const redact = this._config.redactStack;
+    if (redact === undefined) return stack;
+    try {
+      const out = redact(stack);
+      return typeof out === 'string' && out !== '' ? out : undefined;
+    } catch (error) {
+      this._diag.error('the redactStack hook threw; the stack was not exported', error);
+      return undefined;
+    }
+  }
+
+  /**
+   * The acquiring line as it may be exported: with `redactStack`, read from the redacted stack
+   * (a function name or path the hook rewrote must not come back through `code.*`).
+   */
+  private _exportedLocation(
+    exported: string,
+    location: CodeLocation | undefined,
+  ): CodeLocation | undefined {
+    return this._config.redactStack === undefined ? location : codeLocation(exported);
   }
 
   private _onAlert({ alert, hold }: AlertMessage): void {
@@ -618,9 +649,10 @@ export class PoolInstrumentation extends InstrumentationBase<PoolInstrumentation
     if (alert.ageMillis !== undefined) attributes[ATTR_LEASE_AGE] = alert.ageMillis / 1000;
     if (alert.value !== undefined) attributes[ATTR_ALERT_VALUE] = alert.value;
     if (alert.threshold !== undefined) attributes[ATTR_ALERT_THRESHOLD] = alert.threshold;
-    if (this._config.captureStacks && alert.stack !== undefined) {
-      attributes[ATTR_CODE_STACKTRACE] = alert.stack;
-      addCodeLocation(attributes, alert.location);
+    const stack = this._exportedStack(alert.stack);
+    if (stack !== undefined) {
+      attributes[ATTR_CODE_STACKTRACE] = stack;
+      addCodeLocation(attributes, this._exportedLocation(stack, alert.location));
     }
     // Link the record to the hold span (or, without one, to the acquiring caller's span). Pool-wide
     // alerts are raised from timers whose context says nothing about them: no parent.
@@ -633,7 +665,7 @@ export class PoolInstrumentation extends InstrumentationBase<PoolInstrumentation
       eventName:
         alert.leakKind !== undefined ? LEAK_EVENT[alert.leakKind] : ALERT_EVENT[alert.kind],
       ...(SEVERITY[alert.severity] ?? SEVERITY.warning),
-      body: alert.message,
+      body: exportedBody(alert.message, alert.stack, stack),
       attributes,
       timestamp: hrTimeFromEpochMillis(alert.timestamp),
       context: parent,
@@ -650,6 +682,21 @@ function addCodeLocation(attributes: Attributes, location: CodeLocation | undefi
   attributes[ATTR_CODE_FILE_PATH] = location.filePath;
   attributes[ATTR_CODE_LINE_NUMBER] = location.lineNumber;
   attributes[ATTR_CODE_COLUMN_NUMBER] = location.columnNumber;
+}
+
+/**
+ * An alert's message as it may be exported: the pool writes the acquisition stack into it
+ * (indented, after "acquired at:"), so it gets the same treatment as `code.stacktrace`.
+ */
+function exportedBody(
+  message: string,
+  captured: string | undefined,
+  exported: string | undefined,
+): string {
+  if (captured === undefined || captured === exported) return message;
+  const indented = (text: string) => `\n    ${text.split('\n').join('\n    ')}`;
+  const replacement = exported === undefined ? ' (stack not exported)' : indented(exported);
+  return message.split(indented(captured)).join(replacement);
 }
 
 /** Attribute sets of one pool, built once: a pool's name and server never change. */

@@ -49,6 +49,16 @@ export interface PoolInstrumentationConfig extends InstrumentationConfig {
    */
   maxCodeLocationsPerPool?: number;
   /**
+   * Rewrites each acquisition stack before it is exported (`code.stacktrace` on span events and
+   * log records): return the text to export, or `undefined` to export none. A stack holds, per
+   * frame, a function name and a file path or URL with line and column, verbatim: computed or
+   * generated function names, `//# sourceURL=` names of evaluated code, and paths (home
+   * directories, deploy paths, query strings of `file:` or `http:` module URLs) can carry data.
+   * Use it to cut paths down or drop frames. A hook that throws exports no stack (reported
+   * through `diag`). Applied to the instrumented `pg.Pool` pools too.
+   */
+  redactStack?: (stack: string) => string | undefined;
+  /**
    * Called with each hold span right after it starts, to add attributes. Errors it throws are
    * reported through `diag` and ignored.
    */
