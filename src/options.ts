@@ -10,6 +10,8 @@ export const DEFAULTS = {
   idleTimeoutMillis: 30_000,
   maxLifetimeMillis: 1_800_000,
   validateAfterIdleMillis: 500,
+  validateTimeoutMillis: 5000,
+  resetTimeoutMillis: 5000,
   leakDetection: true,
   leakDetectionThresholdMillis: 30_000,
   reclaimAfterMillis: 0,
@@ -27,6 +29,12 @@ export const DEFAULTS = {
   },
 } as const;
 
+/**
+ * The longest delay a Node.js timer takes (2^31-1 ms, about 24.8 days). A longer one overflows:
+ * Node warns and fires it after 1 ms, so a "long" timeout would fire at once, or spin.
+ */
+export const MAX_TIMER_MILLIS = 2 ** 31 - 1;
+
 export interface ResolvedHealth {
   readonly intervalMillis: number;
   readonly leakCountThreshold: number;
@@ -43,6 +51,8 @@ export interface ResolvedOptions<T> {
   readonly idleTimeoutMillis: number;
   readonly maxLifetimeMillis: number;
   readonly validateAfterIdleMillis: number;
+  readonly validateTimeoutMillis: number;
+  readonly resetTimeoutMillis: number;
   readonly leakDetectionThresholdMillis: number;
   readonly reclaimAfterMillis: number;
   readonly detectCollectedLeaks: boolean;
@@ -66,6 +76,8 @@ const KNOWN_KEYS = new Set<string>([
   'idleTimeoutMillis',
   'maxLifetimeMillis',
   'validateAfterIdleMillis',
+  'validateTimeoutMillis',
+  'resetTimeoutMillis',
   'leakDetection',
   'leakDetectionThresholdMillis',
   'reclaimAfterMillis',
@@ -118,7 +130,17 @@ function count(name: string, value: unknown, fallback: number, least: number): n
   return value;
 }
 
-function millis(name: string, value: unknown, fallback: number, allowInfinity = false): number {
+/**
+ * A duration in milliseconds: a finite number >= 0, or `Infinity` where allowed. `timer`: the
+ * value arms a Node.js timer, so it must not exceed `MAX_TIMER_MILLIS` (durations that are only
+ * compared with elapsed time can be any size).
+ */
+function millis(
+  name: string,
+  value: unknown,
+  fallback: number,
+  { allowInfinity = false, timer = false, positive = false } = {},
+): number {
   if (value === undefined) return fallback;
   const ok =
     typeof value === 'number' &&
@@ -129,6 +151,19 @@ function millis(name: string, value: unknown, fallback: number, allowInfinity = 
       `Option "${name}" must be a duration in milliseconds >= 0` +
         (allowInfinity ? ' (or Infinity)' : '') +
         `, got ${describeValue(value)}.`,
+    );
+  }
+  if (positive && value === 0) {
+    throw new InvalidOptionError(
+      `Option "${name}" must be > 0` +
+        (allowInfinity ? ' (use Infinity to wait forever, which is not recommended).' : ', got 0.'),
+    );
+  }
+  if (timer && value !== Infinity && value > MAX_TIMER_MILLIS) {
+    throw new InvalidOptionError(
+      `Option "${name}" must be at most ${MAX_TIMER_MILLIS} ms (about 24.8 days, the longest ` +
+        `a Node.js timer waits), got ${describeValue(value)}` +
+        (allowInfinity ? '. Use Infinity to wait forever.' : '.'),
     );
   }
   return value;
@@ -144,9 +179,28 @@ function flag(name: string, value: unknown, fallback: boolean): boolean {
   return value;
 }
 
-/** A bad value as an error message shows it. */
+/**
+ * A bad value as an error message shows it. Never throws: a null-prototype object, a revoked
+ * proxy or a throwing `toString` is described by its kind.
+ */
 export function describeValue(value: unknown): string {
-  return typeof value === 'string' ? JSON.stringify(value) : String(value);
+  if (typeof value === 'string') return JSON.stringify(value);
+  if (typeof value === 'object' && value !== null) {
+    if (Array.isArray(value)) return 'an array';
+    let proto: unknown;
+    try {
+      proto = Object.getPrototypeOf(value);
+    } catch {
+      return 'an object';
+    }
+    if (proto === null) return 'an object with a null prototype';
+    const ctor = (proto as { constructor?: { name?: unknown } }).constructor;
+    const name = typeof ctor === 'function' && typeof ctor.name === 'string' ? ctor.name : '';
+    return name === '' || name === 'Object' ? 'an object' : `an object of class ${name}`;
+  }
+  if (typeof value === 'function') return 'a function';
+  if (typeof value === 'symbol') return 'a symbol';
+  return String(value);
 }
 
 /** Throws `InvalidOptionError` for a key of `options` not in `known` (no suggestion). */
@@ -187,12 +241,12 @@ function resolveHealth(value: unknown): ResolvedHealth | undefined {
   for (const key of Object.keys(h))
     if (!HEALTH_KEYS.has(key)) throw unknownKey(key, HEALTH_KEYS, 'health');
   const d = DEFAULTS.health;
-  const intervalMillis = millis('health.intervalMillis', h.intervalMillis, d.intervalMillis);
-  if (intervalMillis === 0) {
+  if (h.intervalMillis === 0) {
     throw new InvalidOptionError(
       'Option "health.intervalMillis" must be > 0; use health: false to turn checks off.',
     );
   }
+  const intervalMillis = millis('health.intervalMillis', h.intervalMillis, d.intervalMillis);
   return {
     intervalMillis,
     leakCountThreshold: count(
@@ -245,14 +299,15 @@ export function resolveOptions<T>(options: PoolOptions<T>): ResolvedOptions<T> {
     throw new InvalidOptionError('Option "onAlert" must be a function.');
   }
   const leak = flag('leakDetection', options.leakDetection, DEFAULTS.leakDetection);
+  if (options.housekeepingIntervalMillis === 0) {
+    throw new InvalidOptionError('Option "housekeepingIntervalMillis" must be > 0.');
+  }
   const housekeepingIntervalMillis = millis(
     'housekeepingIntervalMillis',
     options.housekeepingIntervalMillis,
     DEFAULTS.housekeepingIntervalMillis,
+    { timer: true },
   );
-  if (housekeepingIntervalMillis === 0) {
-    throw new InvalidOptionError('Option "housekeepingIntervalMillis" must be > 0.');
-  }
   const resolved: ResolvedOptions<T> = {
     factory,
     name: options.name,
@@ -262,7 +317,7 @@ export function resolveOptions<T>(options: PoolOptions<T>): ResolvedOptions<T> {
       'acquireTimeoutMillis',
       options.acquireTimeoutMillis,
       DEFAULTS.acquireTimeoutMillis,
-      true,
+      { allowInfinity: true, timer: true, positive: true },
     ),
     idleTimeoutMillis: millis(
       'idleTimeoutMillis',
@@ -278,6 +333,18 @@ export function resolveOptions<T>(options: PoolOptions<T>): ResolvedOptions<T> {
       'validateAfterIdleMillis',
       options.validateAfterIdleMillis,
       DEFAULTS.validateAfterIdleMillis,
+    ),
+    validateTimeoutMillis: millis(
+      'validateTimeoutMillis',
+      options.validateTimeoutMillis,
+      DEFAULTS.validateTimeoutMillis,
+      { timer: true, positive: true },
+    ),
+    resetTimeoutMillis: millis(
+      'resetTimeoutMillis',
+      options.resetTimeoutMillis,
+      DEFAULTS.resetTimeoutMillis,
+      { timer: true, positive: true },
     ),
     leakDetectionThresholdMillis: millis(
       'leakDetectionThresholdMillis',
@@ -310,15 +377,11 @@ export function resolveOptions<T>(options: PoolOptions<T>): ResolvedOptions<T> {
       'closeTimeoutMillis',
       options.closeTimeoutMillis,
       DEFAULTS.closeTimeoutMillis,
+      { timer: true },
     ),
     health: resolveHealth(options.health),
     onAlert: options.onAlert,
   };
-  if (resolved.acquireTimeoutMillis === 0) {
-    throw new InvalidOptionError(
-      'Option "acquireTimeoutMillis" must be > 0 (use Infinity to wait forever, which is not recommended).',
-    );
-  }
   if (!leak) {
     // The master switch wins over the individual leak options.
     return {
@@ -332,4 +395,42 @@ export function resolveOptions<T>(options: PoolOptions<T>): ResolvedOptions<T> {
     };
   }
   return resolved;
+}
+
+const ACQUIRE_KEYS = ['timeoutMillis', 'signal'] as const;
+
+/**
+ * Checks the options of one `acquire()` call. Returns the error instead of throwing it: the pool
+ * rejects the acquire's promise with it, on every path (an idle resource or not).
+ */
+export function checkAcquireOptions(options: unknown): InvalidOptionError | undefined {
+  if (options === undefined) return undefined;
+  try {
+    if (typeof options !== 'object' || options === null) {
+      throw new InvalidOptionError(
+        `acquire(options) takes an object { timeoutMillis?, signal? }, got ${describeValue(options)}.`,
+      );
+    }
+    for (const key of Object.keys(options)) {
+      if (!(ACQUIRE_KEYS as readonly string[]).includes(key)) {
+        throw unknownKey(key, new Set(ACQUIRE_KEYS), 'acquire()');
+      }
+    }
+    const { timeoutMillis, signal } = options as { timeoutMillis?: unknown; signal?: unknown };
+    millis('acquire({ timeoutMillis })', timeoutMillis, 0, {
+      allowInfinity: true,
+      timer: true,
+      positive: true,
+    });
+    if (signal !== undefined && !(signal instanceof AbortSignal)) {
+      throw new InvalidOptionError(
+        `acquire({ signal }) must be an AbortSignal (e.g. AbortSignal.timeout(ms) or an ` +
+          `AbortController's signal), got ${describeValue(signal)}.`,
+      );
+    }
+  } catch (error) {
+    if (error instanceof InvalidOptionError) return error;
+    throw error;
+  }
+  return undefined;
 }

@@ -1,13 +1,20 @@
+import { inspect } from 'node:util';
 import {
   AcquireAbortedError,
   AcquireTimeoutError,
   CreateFailedError,
+  InvalidOptionError,
   LeaseError,
   PoolClosedError,
   SelfDeadlockError,
 } from './errors';
 import type { Alert, DestroyReason, HoldMessage, HoldOutcome, PoolRef } from './events';
-import { resolveOptions, type ResolvedOptions } from './options';
+import {
+  checkAcquireOptions,
+  describeValue as describeOption,
+  resolveOptions,
+  type ResolvedOptions,
+} from './options';
 import type { AcquireOptions, LeaseInfo, PoolOptions, PoolStats, ServerInfo } from './types';
 import { heldBySource, runHolding } from './watch/context';
 import { Hold } from './watch/hold';
@@ -48,6 +55,8 @@ class Entry<T> extends Hold {
   broken = false;
   /** Why it broke, for the destroy event. */
   brokenError: Error | undefined = undefined;
+  /** When it entered Validating or Resetting (performance.now()), for the timeout message. */
+  busySince = 0;
 
   constructor(
     readonly resource: T,
@@ -73,63 +82,163 @@ interface Waiter<T> {
   state: 'queued' | 'binding' | 'settled';
   readonly captured: CapturedStack | undefined;
   readonly message: HoldMessage | undefined;
-  signal: AbortSignal | undefined;
-  onAbort: (() => void) | undefined;
+  /** The abort listener shared by the waiters of one signal, while this one is in it. */
+  abortGroup: AbortGroup<T> | undefined;
+  // Links of the waiter queue (while queued) and place in the deadline heap (-1: not in it).
+  prev: Waiter<T> | undefined;
+  next: Waiter<T> | undefined;
+  heapIndex: number;
 }
 
-/** A FIFO of waiters over an array with a moving head; settled waiters are skipped lazily. */
+/**
+ * The waiters of one pool that share one `AbortSignal`, behind one listener. A listener per
+ * waiter made aborting N waiters quadratic: each settled waiter removed its listener from the
+ * signal's list while the signal was dispatching to that list.
+ */
+interface AbortGroup<T> {
+  readonly signal: AbortSignal;
+  readonly waiters: Set<Waiter<T>>;
+  readonly listener: () => void;
+  firing: boolean;
+}
+
+/**
+ * The FIFO of queued waiters: an intrusive doubly-linked list through the waiters themselves, so
+ * a waiter that times out or is aborted leaves it at once (O(1)), wherever it is; nothing
+ * settled stays reachable from the queue.
+ *
+ *     head ⇄ w ⇄ w ⇄ … ⇄ tail
+ */
 class WaiterQueue<T> {
-  #items: (Waiter<T> | undefined)[] = [];
-  #head = 0;
+  #head: Waiter<T> | undefined;
+  #tail: Waiter<T> | undefined;
+  #length = 0;
 
   get length(): number {
-    return this.#items.length - this.#head;
+    return this.#length;
   }
 
   push(waiter: Waiter<T>): void {
-    this.#items.push(waiter);
+    waiter.prev = this.#tail;
+    waiter.next = undefined;
+    if (this.#tail === undefined) this.#head = waiter;
+    else this.#tail.next = waiter;
+    this.#tail = waiter;
+    this.#length++;
   }
 
   /** Puts a waiter back at the front (after a failed validation it keeps its turn). */
   unshift(waiter: Waiter<T>): void {
-    if (this.#head > 0) this.#items[--this.#head] = waiter;
-    else this.#items.unshift(waiter);
+    waiter.prev = undefined;
+    waiter.next = this.#head;
+    if (this.#head === undefined) this.#tail = waiter;
+    else this.#head.prev = waiter;
+    this.#head = waiter;
+    this.#length++;
   }
 
-  /** The first waiter still queued, dropping settled ones on the way. */
+  remove(waiter: Waiter<T>): void {
+    const { prev, next } = waiter;
+    if (prev === undefined) this.#head = next;
+    else prev.next = next;
+    if (next === undefined) this.#tail = prev;
+    else next.prev = prev;
+    waiter.prev = waiter.next = undefined;
+    this.#length--;
+  }
+
   peek(): Waiter<T> | undefined {
-    while (this.#head < this.#items.length) {
-      const waiter = this.#items[this.#head]!;
-      if (waiter.state === 'queued') return waiter;
-      this.#drop();
-    }
-    return undefined;
+    return this.#head;
   }
 
   shift(): Waiter<T> | undefined {
-    const waiter = this.peek();
-    if (waiter !== undefined) this.#drop();
+    const waiter = this.#head;
+    if (waiter !== undefined) this.remove(waiter);
     return waiter;
   }
 
-  #drop(): void {
-    this.#items[this.#head++] = undefined;
-    if (this.#head === this.#items.length) {
-      this.#items.length = 0;
-      this.#head = 0;
-    } else if (this.#head >= 1024 && this.#head * 2 >= this.#items.length) {
-      this.#items = this.#items.slice(this.#head);
-      this.#head = 0;
-    }
+  *[Symbol.iterator](): IterableIterator<Waiter<T>> {
+    for (let w = this.#head; w !== undefined; w = w.next) yield w;
+  }
+}
+
+/**
+ * Waiters with a finite deadline, earliest first: a binary min-heap that records each waiter's
+ * index, so a waiter served, aborted or timed out is removed in O(log n). One timer is armed at
+ * the earliest deadline; expiring k waiters costs O(k log n), not a scan of the whole queue.
+ */
+class DeadlineHeap<T> {
+  readonly #items: Waiter<T>[] = [];
+
+  get size(): number {
+    return this.#items.length;
+  }
+
+  peek(): Waiter<T> | undefined {
+    return this.#items[0];
+  }
+
+  push(waiter: Waiter<T>): void {
+    waiter.heapIndex = this.#items.length;
+    this.#items.push(waiter);
+    this.#up(waiter.heapIndex);
+  }
+
+  remove(waiter: Waiter<T>): void {
+    const i = waiter.heapIndex;
+    if (i < 0) return;
+    waiter.heapIndex = -1;
+    const last = this.#items.pop()!;
+    if (last === waiter) return;
+    this.#items[i] = last;
+    last.heapIndex = i;
+    this.#down(i);
+    this.#up(last.heapIndex);
   }
 
   *[Symbol.iterator](): IterableIterator<Waiter<T>> {
-    for (let i = this.#head; i < this.#items.length; i++) {
-      const waiter = this.#items[i]!;
-      if (waiter.state === 'queued') yield waiter;
+    yield* this.#items;
+  }
+
+  #up(i: number): void {
+    const items = this.#items;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (items[parent]!.deadline <= items[i]!.deadline) break;
+      this.#swap(i, parent);
+      i = parent;
     }
   }
+
+  #down(i: number): void {
+    const items = this.#items;
+    for (;;) {
+      const l = 2 * i + 1;
+      const r = l + 1;
+      let least = i;
+      if (l < items.length && items[l]!.deadline < items[least]!.deadline) least = l;
+      if (r < items.length && items[r]!.deadline < items[least]!.deadline) least = r;
+      if (least === i) return;
+      this.#swap(i, least);
+      i = least;
+    }
+  }
+
+  #swap(a: number, b: number): void {
+    const items = this.#items;
+    const wa = items[a]!;
+    const wb = items[b]!;
+    items[a] = wb;
+    items[b] = wa;
+    wa.heapIndex = b;
+    wb.heapIndex = a;
+  }
 }
+
+// The pool's access to a lease's private fields (set in Lease's static block).
+let leasePool: <T>(lease: Lease<T>) => Pool<T>;
+let leaseEntry: <T>(lease: Lease<T>) => Entry<T>;
+let leaseHoldId: <T>(lease: Lease<T>) => number;
 
 /**
  * A lease on one pooled resource: what `acquire()` hands out. Release it exactly once, with
@@ -138,41 +247,49 @@ class WaiterQueue<T> {
  * by the caller, so dropping it without release is noticed after garbage collection.
  */
 export class Lease<T> {
-  /** @internal */ readonly _pool: Pool<T>;
-  /** @internal */ readonly _entry: Entry<T>;
-  /** @internal */ readonly _holdId: number;
+  // Private: util.inspect (even with showHidden) and enumeration never reach the pool's entry,
+  // and through it the driver's client and its password.
+  readonly #pool: Pool<T>;
+  readonly #entry: Entry<T>;
+  readonly #holdId: number;
 
   /** @internal */
   constructor(pool: Pool<T>, entry: Entry<T>, holdId: number) {
-    this._pool = pool;
-    this._entry = entry;
-    this._holdId = holdId;
+    this.#pool = pool;
+    this.#entry = entry;
+    this.#holdId = holdId;
+  }
+
+  static {
+    leasePool = <U>(lease: Lease<U>) => lease.#pool;
+    leaseEntry = <U>(lease: Lease<U>) => lease.#entry;
+    leaseHoldId = <U>(lease: Lease<U>) => lease.#holdId;
   }
 
   /** The pooled resource. Throws once the lease has ended. */
   get resource(): T {
-    if (this._entry.holdId !== this._holdId) throw this._pool._staleLeaseError(this, 'use');
-    return this._entry.resource;
+    if (this.#entry.holdId !== this.#holdId) throw this.#pool._staleLeaseError(this, 'use');
+    return this.#entry.resource;
   }
 
   /** True until the lease is released, destroyed or taken back. */
   get active(): boolean {
-    return this._entry.holdId === this._holdId;
+    return this.#entry.holdId === this.#holdId;
   }
 
   /** Identity, age and acquisition stack of this lease. */
   get info(): LeaseInfo {
-    return this._pool._leaseInfo(this._entry, this._holdId);
+    return this.#pool._leaseInfo(this.#entry, this.#holdId);
   }
 
   /** Returns the resource to the pool. */
   release(): void {
-    this._pool._release(this);
+    this.#pool._release(this);
   }
 
   /** Ends the lease and destroys the resource (use it when the connection is broken). */
   destroy(error?: Error): void {
-    this._pool.destroy(this, error);
+    this.#pool.destroy(this, error);
   }
 
   [Symbol.dispose](): void {
@@ -182,6 +299,11 @@ export class Lease<T> {
   [Symbol.asyncDispose](): Promise<void> {
     if (this.active) this.release();
     return Promise.resolve();
+  }
+
+  /** What `console.log(lease)` shows: identity and state, never the resource. */
+  [inspect.custom](): string {
+    return `Lease { id: ${this.#holdId}, pool: ${JSON.stringify(this.#pool.name)}, active: ${this.active} }`;
   }
 }
 
@@ -216,13 +338,19 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
   readonly #entries = new Set<Entry<T>>();
   /** Idle resources; the last pushed is the warmest and goes out first. */
   readonly #idle: Entry<T>[] = [];
+  /** Waiters in line (not settled, not taken for a validation), FIFO. */
   readonly #waiters = new WaiterQueue<T>();
+  /** Every unsettled waiter with a finite deadline, queued or binding. */
+  readonly #deadlines = new DeadlineHeap<T>();
+  /** One abort listener per signal that waiters of this pool share. */
+  readonly #abortGroups = new Map<AbortSignal, AbortGroup<T>>();
   #used = 0;
-  /** Waiters still in the queue (not settled, not taken for a validation). */
-  #queued = 0;
   /** Waiters taken out of the queue while a resource is validated for them. */
   readonly #binding = new Set<Waiter<T>>();
-  #creating = 0;
+  /** Creates in flight, by their start time (performance.now()). */
+  readonly #creates = new Set<{ readonly started: number }>();
+  /** Entries being validated for a waiter. */
+  #validating = 0;
   /** Released resources being reset; each becomes available (or is destroyed) soon. */
   #resetting = 0;
   readonly #inFlight = new Set<Promise<unknown>>();
@@ -293,10 +421,19 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
         new PoolClosedError(this.name, 'acquire() was called after close()'),
       );
     }
+    // Checked on every path, idle resource or not, and reported as a rejection, never a throw.
+    if (options !== undefined) {
+      const invalid = checkAcquireOptions(options);
+      if (invalid !== undefined) return this.#fail(message, invalid);
+      const signal = options.signal;
+      if (signal?.aborted) {
+        return this.#fail(message, new AcquireAbortedError(this.name, signal.reason));
+      }
+    }
     const captured = watch.capture(startTime, this.acquire);
 
     // Fast path: an idle resource that needs no validation, and nobody ahead in the queue.
-    if (this.#queued === 0) {
+    if (this.#waiters.length === 0) {
       const entry = this.#takeIdle(startTime, false);
       if (entry !== undefined) {
         return Promise.resolve(this.#handOut(entry, startTime, captured, message, startTime));
@@ -314,11 +451,18 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
     fn: (resource: T, lease: Lease<T>) => R | PromiseLike<R>,
     options?: AcquireOptions,
   ): Promise<Awaited<R>> {
+    // Checked before acquiring: a call that cannot run must not cost a healthy connection.
+    if (typeof fn !== 'function') {
+      throw new InvalidOptionError(
+        `pool.use(fn) needs a function (resource, lease) => result, got ${describeOption(fn)}. ` +
+          'To run a query: pool.use((client) => client.query(sql)).',
+      );
+    }
     const lease = await this.acquire(options);
     let result: Awaited<R>;
     try {
       if (this.#o.detectSelfDeadlock) {
-        result = await runHolding(this, lease._entry, fn, lease.resource, lease);
+        result = await runHolding(this, leaseEntry(lease), fn, lease.resource, lease);
       } else {
         result = await fn(lease.resource, lease);
       }
@@ -337,12 +481,7 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
     message: HoldMessage | undefined,
   ): Promise<Lease<T>> {
     const signal = options?.signal;
-    if (signal?.aborted)
-      return this.#fail(message, new AcquireAbortedError(this.name, signal.reason));
     const timeoutMillis = options?.timeoutMillis ?? this.#o.acquireTimeoutMillis;
-    if (!(timeoutMillis > 0)) {
-      throw new TypeError(`acquire({ timeoutMillis }) must be > 0, got ${String(timeoutMillis)}.`);
-    }
     // Only when every resource is leased can waiting depend on a lease this caller holds.
     if (this.#o.detectSelfDeadlock && this.#used >= this.#o.max) {
       const held = heldBySource(this);
@@ -363,17 +502,17 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
       state: 'queued',
       captured,
       message,
-      signal,
-      onAbort: undefined,
+      abortGroup: undefined,
+      prev: undefined,
+      next: undefined,
+      heapIndex: -1,
     };
-    if (signal !== undefined) {
-      waiter.onAbort = () =>
-        this.#settleWaiter(waiter, new AcquireAbortedError(this.name, signal.reason));
-      signal.addEventListener('abort', waiter.onAbort, { once: true });
-    }
+    if (signal !== undefined) this.#listen(waiter, signal);
     this.#waiters.push(waiter);
-    this.#queued++;
-    this.#armWaitTimer(waiter.deadline);
+    if (waiter.deadline !== Infinity) {
+      this.#deadlines.push(waiter);
+      if (this.#deadlines.peek() === waiter) this.#armWaitTimer(waiter.deadline);
+    }
     this.#dispense();
     return promise;
   }
@@ -381,10 +520,7 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
   /** Ends a waiter with an error, wherever it is. */
   #settleWaiter(waiter: Waiter<T>, error: Error): void {
     if (waiter.state === 'settled') return;
-    if (waiter.state === 'queued') this.#queued--;
-    else this.#binding.delete(waiter);
-    waiter.state = 'settled';
-    this.#unlisten(waiter);
+    this.#leave(waiter);
     if (error instanceof AcquireTimeoutError) {
       this.#watch.timedOut(performance.now() - waiter.startTime, error);
     }
@@ -392,11 +528,51 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
     waiter.reject(error);
   }
 
+  /** Takes a waiter out of every structure that holds it: queue or binding set, heap, signal. */
+  #leave(waiter: Waiter<T>): void {
+    if (waiter.state === 'queued') this.#waiters.remove(waiter);
+    else if (waiter.state === 'binding') this.#binding.delete(waiter);
+    waiter.state = 'settled';
+    this.#deadlines.remove(waiter);
+    this.#unlisten(waiter);
+  }
+
+  /** Joins the waiter to the one abort listener this pool keeps for `signal`. */
+  #listen(waiter: Waiter<T>, signal: AbortSignal): void {
+    let group = this.#abortGroups.get(signal);
+    if (group === undefined) {
+      const waiters = new Set<Waiter<T>>();
+      const created: AbortGroup<T> = {
+        signal,
+        waiters,
+        firing: false,
+        listener: () => {
+          created.firing = true;
+          this.#abortGroups.delete(signal);
+          for (const w of waiters) {
+            w.abortGroup = undefined;
+            this.#settleWaiter(w, new AcquireAbortedError(this.name, signal.reason));
+          }
+          waiters.clear();
+        },
+      };
+      group = created;
+      this.#abortGroups.set(signal, group);
+      signal.addEventListener('abort', group.listener, { once: true });
+    }
+    group.waiters.add(waiter);
+    waiter.abortGroup = group;
+  }
+
   #unlisten(waiter: Waiter<T>): void {
-    if (waiter.onAbort !== undefined) {
-      waiter.signal!.removeEventListener('abort', waiter.onAbort);
-      waiter.onAbort = undefined;
-      waiter.signal = undefined;
+    const group = waiter.abortGroup;
+    if (group === undefined) return;
+    waiter.abortGroup = undefined;
+    if (group.firing) return;
+    group.waiters.delete(waiter);
+    if (group.waiters.size === 0) {
+      group.signal.removeEventListener('abort', group.listener);
+      this.#abortGroups.delete(group.signal);
     }
   }
 
@@ -458,50 +634,64 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
       const now = performance.now();
       const entry = this.#takeIdle(now, true);
       if (entry === undefined) break;
-      this.#waiters.shift();
-      this.#queued--;
-      if (this.#needsValidation(entry, now)) this.#validateFor(entry, waiter);
+      if (this.#needsValidation(entry, now)) this.#validateFor(entry, waiter, now);
       else this.#serve(entry, waiter, now);
     }
-    // Resources being created or reset will serve waiters soon: only the rest need a create.
-    let wanted = this.#queued - this.#creating - this.#resetting;
-    while (wanted-- > 0 && this.#entries.size + this.#creating < this.#o.max) this.#create(true);
+    // Creates in flight will serve waiters soon: only the rest need a create. A resource being
+    // reset is supply only when no slot is free (the loop's bound): with a free slot, a waiter
+    // gets a new resource rather than wait for a reset of unknown length.
+    let wanted = this.#waiters.length - this.#creates.size;
+    while (wanted-- > 0 && this.#entries.size + this.#creates.size < this.#o.max)
+      this.#create(true);
   }
 
   #serve(entry: Entry<T>, waiter: Waiter<T>, now: number): void {
-    waiter.state = 'settled';
-    this.#unlisten(waiter);
+    this.#leave(waiter);
     waiter.resolve(this.#handOut(entry, now, waiter.captured, waiter.message, waiter.startTime));
   }
 
-  #validateFor(entry: Entry<T>, waiter: Waiter<T>): void {
+  #validateFor(entry: Entry<T>, waiter: Waiter<T>, now: number): void {
     entry.state = State.Validating;
+    entry.busySince = now;
+    this.#validating++;
+    this.#waiters.remove(waiter);
     waiter.state = 'binding';
     this.#binding.add(waiter);
     const factory = this.#o.factory;
+    const timeoutMillis = this.#o.validateTimeoutMillis;
     this.#track(
-      Promise.resolve()
-        .then(() => factory.validate!(entry.resource))
-        .then(
-          (ok) => ok === true && !entry.broken,
-          () => false,
-        )
-        .then((ok) => {
-          if (entry.state !== State.Validating) return; // destroyed by close() meanwhile
-          if (waiter.state === 'binding') {
-            this.#binding.delete(waiter);
-            waiter.state = 'queued';
-            if (ok && !this.#closed) return this.#serve(entry, waiter, performance.now());
-            // Not served: it keeps its place at the head of the queue.
-            this.#waiters.unshift(waiter);
-            this.#queued++;
-          }
-          if (ok) this.#makeAvailable(entry, performance.now());
-          else {
-            this.#destroy(entry, 'validation');
-            this.#dispense();
-          }
-        }),
+      bounded(
+        Promise.resolve()
+          .then(() => factory.validate!(entry.resource))
+          .then(
+            (ok) => ok === true && !entry.broken,
+            () => false,
+          ),
+        timeoutMillis,
+      ).then((ok) => {
+        this.#validating--;
+        if (entry.state !== State.Validating) return; // destroyed by close() meanwhile
+        if (waiter.state === 'binding') {
+          if (ok === true && !this.#closed) return this.#serve(entry, waiter, performance.now());
+          // Not served: it keeps its place at the head of the queue.
+          this.#binding.delete(waiter);
+          waiter.state = 'queued';
+          this.#waiters.unshift(waiter);
+        }
+        if (ok === true) this.#makeAvailable(entry, performance.now());
+        else {
+          // A validation that did not settle in time may never settle: the resource is
+          // destroyed (which usually ends the hung call), and its slot is free again.
+          const error =
+            ok === TIMED_OUT
+              ? new Error(
+                  `validate() did not settle within validateTimeoutMillis (${timeoutMillis} ms)`,
+                )
+              : undefined;
+          this.#destroy(entry, 'validation', error);
+          this.#dispense();
+        }
+      }),
     );
   }
 
@@ -523,9 +713,8 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
   /** Gives a free entry to the next waiter, or makes it idle. */
   #makeAvailable(entry: Entry<T>, now: number): void {
     if (this.#closed) return this.#destroy(entry, 'closed');
-    const waiter = this.#waiters.shift();
+    const waiter = this.#waiters.peek();
     if (waiter !== undefined) {
-      this.#queued--;
       this.#serve(entry, waiter, now);
       return;
     }
@@ -548,8 +737,8 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
    * stale check remains on the hot path.
    */
   _release(lease: Lease<T>): void {
-    const entry = lease._entry;
-    if (entry.holdId !== lease._holdId) throw this._staleLeaseError(lease, 'release');
+    const entry = leaseEntry(lease);
+    if (entry.holdId !== leaseHoldId(lease)) throw this._staleLeaseError(lease, 'release');
     // Reading the clock is a fifth of a bare cycle. Without validation, an observer or a
     // suspected leak to report, the time of the last acquire or tick is precise enough: it
     // only stamps idleSince (for idle eviction) and checks the lifetime.
@@ -560,6 +749,15 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
     this.#endHold(entry, now, 'released');
     const factory = this.#o.factory;
     if (!entry.broken && factory.isReusable !== undefined && !isReusable(factory, entry.resource)) {
+      entry.broken = true;
+    }
+    // Released while still working (a query the holder gave up on, e.g. after a client-side
+    // query timeout): its answer, or its hang, would reach the next holder.
+    if (
+      !entry.broken &&
+      factory.isBusy !== undefined &&
+      isBusy(factory, entry.resource) !== false
+    ) {
       entry.broken = true;
     }
     if (entry.broken || now >= entry.expiresAt) {
@@ -589,26 +787,28 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
         this.name,
       );
     }
-    if (lease._pool !== this) {
+    if (leasePool(lease) !== this) {
       throw new LeaseError(
         'POOL_LEASE_FOREIGN',
-        `Pool "${this.name}": this lease belongs to pool "${lease._pool.name}". ` +
+        `Pool "${this.name}": this lease belongs to pool "${leasePool(lease).name}". ` +
           `Call ${action}() on the pool that issued it, or simply lease.${action}().`,
         this.name,
       );
     }
-    if (lease._entry.holdId !== lease._holdId) throw this._staleLeaseError(lease, action);
-    return lease._entry;
+    const entry = leaseEntry(lease);
+    if (entry.holdId !== leaseHoldId(lease)) throw this._staleLeaseError(lease, action);
+    return entry;
   }
 
   /** @internal The error for a lease that has ended (released twice, used after release...). */
   _staleLeaseError(lease: Lease<T>, action: string): LeaseError {
-    const entry = lease._entry;
-    const outcome = entry.lastHoldId === lease._holdId ? entry.lastOutcome : 'released';
+    const entry = leaseEntry(lease);
+    const holdId = leaseHoldId(lease);
+    const outcome = entry.lastHoldId === holdId ? entry.lastOutcome : 'released';
     if (outcome === 'reclaimed' || outcome === 'closed') {
       return new LeaseError(
         'POOL_LEASE_RECLAIMED',
-        `Pool "${this.name}": lease #${lease._holdId} was taken back by the pool ` +
+        `Pool "${this.name}": lease #${holdId} was taken back by the pool ` +
           (outcome === 'closed'
             ? 'when the pool closed'
             : `after being held longer than reclaimAfterMillis (${this.#o.reclaimAfterMillis} ms)`) +
@@ -619,7 +819,7 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
     }
     return new LeaseError(
       'POOL_LEASE_RELEASED',
-      `Pool "${this.name}": lease #${lease._holdId} was already ${outcome === 'destroyed' ? 'destroyed' : 'released'}; ` +
+      `Pool "${this.name}": lease #${holdId} was already ${outcome === 'destroyed' ? 'destroyed' : 'released'}; ` +
         `${action}() needs a live lease. Release each lease exactly once (pool.use() does it for you).`,
       this.name,
     );
@@ -634,25 +834,37 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
 
   #reset(entry: Entry<T>): void {
     entry.state = State.Resetting;
+    entry.busySince = performance.now();
     this.#resetting++;
     const factory = this.#o.factory;
+    const timeoutMillis = this.#o.resetTimeoutMillis;
     this.#track(
-      Promise.resolve()
-        .then(() => factory.reset!(entry.resource))
-        .finally(() => this.#resetting--)
-        .then(
-          () => {
-            if (entry.state !== State.Resetting) return;
-            if (entry.broken) this.#destroy(entry, 'broken');
-            else this.#makeAvailable(entry, performance.now());
-            this.#dispense();
-          },
-          (error: unknown) => {
-            if (entry.state !== State.Resetting) return;
-            this.#destroy(entry, 'reset', asError(error));
-            this.#dispense();
-          },
-        ),
+      bounded(
+        Promise.resolve().then(() => factory.reset!(entry.resource)),
+        timeoutMillis,
+      ).then(
+        (outcome) => {
+          this.#resetting--;
+          if (entry.state !== State.Resetting) return;
+          if (outcome === TIMED_OUT) {
+            // A reset that did not settle in time may never settle: destroy the resource (which
+            // usually ends the hung call) so its slot is free again.
+            this.#destroy(
+              entry,
+              'reset',
+              new Error(`reset() did not settle within resetTimeoutMillis (${timeoutMillis} ms)`),
+            );
+          } else if (entry.broken) this.#destroy(entry, 'broken');
+          else this.#makeAvailable(entry, performance.now());
+          this.#dispense();
+        },
+        (error: unknown) => {
+          this.#resetting--;
+          if (entry.state !== State.Resetting) return;
+          this.#destroy(entry, 'reset', asError(error));
+          this.#dispense();
+        },
+      ),
     );
   }
 
@@ -661,8 +873,9 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
 
   /** Starts one create. `forWaiter`: a failure is handed to the first waiter. */
   #create(forWaiter: boolean): void {
-    this.#creating++;
     const started = performance.now();
+    const token = { started };
+    this.#creates.add(token);
     let entry: Entry<T> | undefined;
     let brokenEarly = false;
     const context = {
@@ -675,9 +888,19 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
     this.#track(
       Promise.resolve()
         .then(() => factory.create(context))
+        .then((resource) => {
+          // A create that resolves nothing has failed: an undefined resource handed out would
+          // fail far from its cause.
+          if (resource === undefined || resource === null) {
+            throw new TypeError(
+              `factory.create() resolved ${String(resource)}: it must resolve the new resource (or reject).`,
+            );
+          }
+          return resource;
+        })
         .then(
           (resource) => {
-            this.#creating--;
+            this.#creates.delete(token);
             this.#created++;
             this.#createBackoffMillis = 0;
             this.#lastCreateError = undefined;
@@ -690,7 +913,7 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
             this.#dispense();
           },
           (error: unknown) => {
-            this.#creating--;
+            this.#creates.delete(token);
             this.#lastCreateError = error;
             this.#watch.resourceEvent(
               'create',
@@ -701,7 +924,9 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
             if (this.#closed) return;
             // One failed attempt fails one caller: no retry loop, and the caller learns why at once.
             const waiter =
-              forWaiter && this.#queued > this.#creating ? this.#waiters.peek() : undefined;
+              forWaiter && this.#waiters.length > this.#creates.size
+                ? this.#waiters.peek()
+                : undefined;
             if (waiter !== undefined)
               this.#settleWaiter(waiter, new CreateFailedError(this.name, error));
             else this.#scheduleRefill();
@@ -749,7 +974,7 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
   /** Keeps `min` resources, with backoff after failures. */
   #refill(): void {
     if (this.#closed || this.#refillTimer !== undefined) return;
-    let missing = this.#o.min - (this.#entries.size + this.#creating);
+    let missing = this.#o.min - (this.#entries.size + this.#creates.size);
     while (missing-- > 0) this.#create(false);
   }
 
@@ -786,32 +1011,103 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
     this.#waitTimer = undefined;
     this.#waitTimerAt = Infinity;
     const now = performance.now();
-    let next = Infinity;
     // Waiters whose resource is being validated expire too: a validation may hang.
-    for (const waiter of [...this.#waiters, ...this.#binding]) {
-      if (waiter.deadline <= now) this.#settleWaiter(waiter, this.#timeoutError(waiter, now));
-      else next = Math.min(next, waiter.deadline);
+    let waiter: Waiter<T> | undefined;
+    while ((waiter = this.#deadlines.peek()) !== undefined && waiter.deadline <= now) {
+      this.#settleWaiter(waiter, this.#timeoutError(waiter, now));
     }
-    if (next !== Infinity) this.#armWaitTimer(next);
+    if (waiter !== undefined) this.#armWaitTimer(waiter.deadline);
   }
 
+  /**
+   * The timeout error explains itself: the counts (including resources being created, validated
+   * or reset, which are neither idle nor used), what those are doing and for how long, which
+   * holders are working on the server (stuck queries: a server or network problem) and which
+   * just hold (a missing release()), the longest holders with their stacks, and the last create
+   * failure as the cause.
+   */
   #timeoutError(waiter: Waiter<T>, now: number): AcquireTimeoutError {
     const s = this.stats();
-    const holders = this.#watch.holders(now).slice(0, 3);
+    const seconds = (millis: number) => `${(millis / 1000).toFixed(1)} s`;
     let message =
       `Pool "${this.name}": timed out after ${Math.round(now - waiter.startTime)} ms waiting for a resource ` +
-      `(total=${s.size} used=${s.used} idle=${s.idle} pending=${s.pending} max=${s.max}).`;
+      `(total=${s.size} used=${s.used} idle=${s.idle} pending=${s.pending} max=${s.max}, ` +
+      `creating=${s.creating} validating=${this.#validating} resetting=${this.#resetting}).`;
+
+    if (this.#creates.size > 0) {
+      let oldest = now;
+      for (const c of this.#creates) oldest = Math.min(oldest, c.started);
+      message +=
+        `\n${this.#creates.size} resource(s) being created (connecting), the oldest for ${seconds(now - oldest)}: ` +
+        "the server may be slow or unreachable; each create is bounded by the factory's connect timeout.";
+    }
+    if (this.#validating > 0 || this.#resetting > 0) {
+      const oldest = { [State.Validating]: now, [State.Resetting]: now };
+      for (const entry of this.#entries) {
+        if (entry.state === State.Validating || entry.state === State.Resetting) {
+          oldest[entry.state] = Math.min(oldest[entry.state], entry.busySince);
+        }
+      }
+      if (this.#validating > 0) {
+        message +=
+          `\n${this.#validating} resource(s) being validated before hand-out, the oldest for ` +
+          `${seconds(now - oldest[State.Validating])} (bounded by validateTimeoutMillis, ${this.#o.validateTimeoutMillis} ms).`;
+      }
+      if (this.#resetting > 0) {
+        message +=
+          `\n${this.#resetting} resource(s) being reset after release, the oldest for ` +
+          `${seconds(now - oldest[State.Resetting])} (bounded by resetTimeoutMillis, ${this.#o.resetTimeoutMillis} ms).`;
+      }
+    }
+
+    // Holders working on the server (a query in flight) against holders that just hold.
+    const factory = this.#o.factory;
+    if (s.used > 0 && factory.isBusy !== undefined) {
+      const busy: number[] = [];
+      let busyOldest = now;
+      const idle: number[] = [];
+      let idleOldest = now;
+      for (const entry of this.#entries) {
+        if (entry.state !== State.Used) continue;
+        const working = isBusy(factory, entry.resource);
+        if (working === true) {
+          busy.push(entry.holdId);
+          busyOldest = Math.min(busyOldest, entry.acquiredAt);
+        } else if (working === false) {
+          idle.push(entry.holdId);
+          idleOldest = Math.min(idleOldest, entry.acquiredAt);
+        }
+      }
+      const ids = (list: number[]) =>
+        list
+          .slice(0, 5)
+          .map((id) => `#${id}`)
+          .join(', ') + (list.length > 5 ? ', …' : '');
+      if (busy.length > 0) {
+        message +=
+          `\n${busy.length} of ${s.used} holder(s) are stuck in a query on the server (lease ${ids(busy)}), ` +
+          `held up to ${seconds(now - busyOldest)}: the server or the network is not answering. Check the ` +
+          'server; a query timeout (pg: query_timeout, statement_timeout) ends such queries.';
+      }
+      if (idle.length > 0) {
+        message +=
+          `\n${idle.length} of ${s.used} holder(s) hold a resource without using it (lease ${ids(idle)}), ` +
+          `the longest for ${seconds(now - idleOldest)}: look for a missing release().`;
+      }
+    }
+    const holders = this.#watch.holders(now).slice(0, 3);
     if (holders.length > 0) {
       message +=
-        ` Longest holders:` +
+        `\nLongest holders:` +
         describeHolders(holders, "no stack captured; set captureStacks: 'always' to see it");
     }
     const cause = this.#lastCreateError;
     if (cause !== undefined) message += `\nLast create failure: ${asError(cause).message}`;
     else if (s.used >= s.max) {
-      message +=
-        selfWaitHint(formatStack(waiter.captured), this.#watch.holders(now)) +
-        `\nEvery resource is in use: release leases sooner (look for a missing release()), or raise max.`;
+      message += selfWaitHint(formatStack(waiter.captured), this.#watch.holders(now));
+      if (factory.isBusy === undefined) {
+        message += `\nEvery resource is in use: release leases sooner (look for a missing release()), or raise max.`;
+      }
     }
     return new AcquireTimeoutError(message, this.name, cause);
   }
@@ -842,7 +1138,7 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
     const waiting =
       oldestWaiter !== undefined &&
       now - oldestWaiter.startTime >= Math.min(1000, oldestWaiter.timeoutMillis / 10);
-    this.#watch.tick(now, waiting, this.#queued > 0 && this.#used >= o.max);
+    this.#watch.tick(now, waiting, this.#waiters.length > 0 && this.#used >= o.max);
     this.#refill();
     this.#dispense();
     if (!this.#closed) this.#watch.healthTick(now);
@@ -893,8 +1189,8 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
       size: this.#entries.size,
       idle: this.#idle.length,
       used: this.#used,
-      pending: this.#queued + this.#binding.size,
-      creating: this.#creating,
+      pending: this.#waiters.length + this.#binding.size,
+      creating: this.#creates.size,
       min: this.#o.min,
       max: this.#o.max,
       suspectedLeaks: this.#watch.suspectedLeaks,
@@ -928,27 +1224,24 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
     await this.close();
   }
 
+  /**
+   * One deadline bounds the whole close: waiting for leases, then for the factory calls in
+   * flight (creates, validations, resets, destroys). What is still running then finishes (or
+   * not) in the background; everything it ends with is destroyed, as the pool is closed.
+   */
   async #close(): Promise<CloseReport> {
+    const deadline = performance.now() + this.#o.closeTimeoutMillis;
     this.#closed = true;
     clearInterval(this.#tick);
     if (this.#waitTimer !== undefined) clearTimeout(this.#waitTimer);
     if (this.#refillTimer !== undefined) clearTimeout(this.#refillTimer);
     this.#watch.closed();
-    for (const waiter of [...this.#waiters, ...this.#binding]) {
-      this.#settleWaiter(
-        waiter,
-        new PoolClosedError(this.name, 'the pool closed while acquire() waited'),
-      );
-    }
+    const error = new PoolClosedError(this.name, 'the pool closed while acquire() waited');
+    for (const waiter of [...this.#waiters, ...this.#binding]) this.#settleWaiter(waiter, error);
     for (const entry of this.#idle.splice(0)) this.#destroy(entry, 'closed');
 
     if (this.#used > 0) {
-      let timer: NodeJS.Timeout | undefined;
-      await new Promise<void>((resolve) => {
-        this.#drained = resolve;
-        timer = setTimeout(resolve, this.#o.closeTimeoutMillis);
-      });
-      clearTimeout(timer);
+      await untilOrDeadline(new Promise<void>((resolve) => (this.#drained = resolve)), deadline);
       this.#drained = undefined;
     }
     const forced: LeaseInfo[] = [];
@@ -957,24 +1250,32 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
       if (entry.state === State.Used) forced.push(this.#takeBack(entry, 'closed', now));
     }
     // Creates, validations, resets and destroys still running; each destroys what it ends with.
-    // A factory call that never settles must not hang close(): each wait is bounded.
-    await this.#settleInFlight();
+    await this.#settleInFlight(deadline);
     for (const entry of [...this.#entries]) this.#destroy(entry, 'closed');
-    await this.#settleInFlight();
+    await this.#settleInFlight(deadline);
     return { forced };
   }
 
-  /** Waits for the factory calls in flight, at most `closeTimeoutMillis`. */
-  async #settleInFlight(): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    const timedOut = new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, this.#o.closeTimeoutMillis);
-    });
-    let expired = false;
-    void timedOut.then(() => (expired = true));
-    while (this.#inFlight.size > 0 && !expired) {
-      await Promise.race([Promise.allSettled([...this.#inFlight]), timedOut]);
+  /** Waits for the factory calls in flight (and those they start), until `deadline`. */
+  async #settleInFlight(deadline: number): Promise<void> {
+    while (this.#inFlight.size > 0) {
+      const done = await untilOrDeadline(Promise.allSettled([...this.#inFlight]), deadline);
+      if (!done) return;
     }
+  }
+}
+
+/** Waits for `promise` until `deadline` (performance.now()); true when it settled in time. */
+async function untilOrDeadline(promise: Promise<unknown>, deadline: number): Promise<boolean> {
+  const left = deadline - performance.now();
+  if (left <= 0) return false;
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), left);
+  });
+  try {
+    return await Promise.race([promise.then(() => true), expired]);
+  } finally {
     clearTimeout(timer);
   }
 }
@@ -1003,4 +1304,30 @@ function isReusable<T>(factory: { isReusable?(resource: T): boolean }, resource:
 
 function asError(value: unknown): Error {
   return value instanceof Error ? value : new Error(String(value));
+}
+
+/** A throwing or non-boolean `isBusy` means "unknown" (undefined). */
+function isBusy<T>(factory: { isBusy?(resource: T): boolean }, resource: T): boolean | undefined {
+  try {
+    const busy = factory.isBusy!(resource);
+    return typeof busy === 'boolean' ? busy : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** What `bounded()` resolves with when the time ran out. */
+const TIMED_OUT: unique symbol = Symbol('timed out');
+
+/**
+ * `work`'s outcome, or `TIMED_OUT` after `ms`. The timer is unref'd and cleared when `work`
+ * settles first. `work` keeps running: the caller decides what to do with what it holds.
+ */
+function bounded<R>(work: Promise<R>, ms: number): Promise<R | typeof TIMED_OUT> {
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<typeof TIMED_OUT>((resolve) => {
+    timer = setTimeout(() => resolve(TIMED_OUT), ms);
+    timer.unref();
+  });
+  return Promise.race([work, expired]).finally(() => clearTimeout(timer));
 }

@@ -35,6 +35,14 @@ export interface ResourceFactory<T> {
    * connection released inside a transaction, or one whose last query hit a fatal error).
    */
   isReusable?(resource: T): boolean;
+  /**
+   * True while the resource is working for its holder, e.g. a query in flight on the server.
+   * Called (guarded: a throw counts as unknown) when an acquire times out, so the error can
+   * tell "holders stuck in a query on the server" apart from "a holder forgot to release";
+   * also on release, where a busy resource is destroyed instead of reused (its answer would
+   * reach the next holder). The pg and mysql2 factories provide it.
+   */
+  isBusy?(resource: T): boolean;
   /** Where the resources connect, for telemetry. */
   readonly server?: ServerInfo;
 }
@@ -103,6 +111,19 @@ export interface PoolOptions<T> {
    */
   validateAfterIdleMillis?: number;
   /**
+   * A `factory.validate()` that takes longer fails: the resource is destroyed and its slot freed
+   * (the waiter it was validated for keeps its place). A hung validation can never hold a slot.
+   * At most 2^31-1.
+   * @default 5000
+   */
+  validateTimeoutMillis?: number;
+  /**
+   * A `factory.reset()` that takes longer fails: the resource is destroyed and its slot freed.
+   * At most 2^31-1.
+   * @default 5000
+   */
+  resetTimeoutMillis?: number;
+  /**
    * Master switch for leak tracking. `false` turns off suspected, collected and reclaimed
    * detection, stack capture and self-deadlock detection.
    * @default true
@@ -149,7 +170,9 @@ export interface PoolOptions<T> {
   /** Called with every alert (health checks and leak findings). Errors it throws are ignored. */
   onAlert?: (alert: Alert) => void;
   /**
-   * How long `close()` waits for outstanding leases before destroying them.
+   * The bound on `close()`: it resolves within this time. Leases still out when it runs out are
+   * taken back and their resources destroyed; creates, validations, resets and destroys still
+   * running then are left to finish (or not) in the background. At most 2^31-1.
    * @default 10000
    */
   closeTimeoutMillis?: number;
@@ -211,7 +234,7 @@ export interface PoolStats {
 }
 
 export interface AcquireOptions {
-  /** Overrides the pool's `acquireTimeoutMillis` for this call. */
+  /** Overrides the pool's `acquireTimeoutMillis` for this call (> 0, at most 2^31-1, or Infinity). */
   timeoutMillis?: number;
   signal?: AbortSignal;
 }

@@ -160,9 +160,9 @@ describe('Pool', () => {
       slow.value.release();
     });
 
-    it('rejects bad per-call timeouts', () => {
+    it('rejects bad per-call timeouts (a rejected promise, never a throw)', async () => {
       const p = pool(plainFactory(), { max: 1 });
-      assert.throws(() => p.acquire({ timeoutMillis: -1 }), /timeoutMillis.*> 0/);
+      await assert.rejects(p.acquire({ timeoutMillis: -1 }), /timeoutMillis.*>= 0/);
     });
 
     it('aborts on an AbortSignal, before or while waiting', async () => {
@@ -424,11 +424,11 @@ describe('Pool', () => {
       assert.deepEqual([p.stats().size, p.stats().idle], [1, 1]);
     });
 
-    it('does not create a new resource for a waiter while a released one is being reset', async () => {
+    it('does not create a new resource for a waiter while a released one is being reset, when no slot is free', async () => {
       const factory = plainFactory();
       let finishReset!: () => void;
       factory.reset = () => new Promise<void>((resolve) => (finishReset = resolve));
-      const p = pool(factory, { max: 3, detectSelfDeadlock: false });
+      const p = pool(factory, { max: 1, detectSelfDeadlock: false });
       const lease = await p.acquire();
       lease.release();
       const waiting = settle(p.acquire());
@@ -438,6 +438,25 @@ describe('Pool', () => {
       await env.clock.tickAsync(0);
       assert.equal(waiting.value!.resource.id, 1);
       assert.equal(factory.made.length, 1);
+      waiting.value!.release();
+      await env.clock.tickAsync(0);
+      finishReset();
+    });
+
+    it('with a free slot, a waiter gets a new resource instead of waiting for a reset (issue 10 item 8)', async () => {
+      const factory = plainFactory();
+      let finishReset!: () => void;
+      factory.reset = () => new Promise<void>((resolve) => (finishReset = resolve));
+      const p = pool(factory, { max: 3, detectSelfDeadlock: false });
+      const lease = await p.acquire();
+      lease.release();
+      const waiting = settle(p.acquire());
+      await env.clock.tickAsync(0);
+      assert.equal(waiting.value!.resource.id, 2, 'served by a new resource');
+      assert.equal(factory.made.length, 2);
+      finishReset();
+      await env.clock.tickAsync(0);
+      assert.equal(p.stats().idle, 1, 'the reset one became idle');
       waiting.value!.release();
       await env.clock.tickAsync(0);
       finishReset();
