@@ -3,7 +3,7 @@
  * own options) and bounded waits for driver calls that can otherwise wait forever.
  */
 import { InvalidOptionError } from '../errors';
-import { describeValue } from '../options';
+import { describeValue, MAX_TIMER_MILLIS } from '../options';
 
 /** A duration option: a finite number >= 0 (or > 0 with `positive`), else the fallback. */
 export function millisOption(
@@ -18,10 +18,39 @@ export function millisOption(
     typeof value !== 'number' ||
     !Number.isFinite(value) ||
     value < 0 ||
-    (positive && value === 0)
+    (positive && value === 0) ||
+    value > MAX_TIMER_MILLIS
   ) {
     throw new InvalidOptionError(
-      `${where} option "${name}" must be a duration in milliseconds ${positive ? '> 0' : '>= 0'}, got ${describeValue(value)}.`,
+      `${where} option "${name}" must be a duration in milliseconds ${positive ? '> 0' : '>= 0'} ` +
+        `and at most ${MAX_TIMER_MILLIS}, got ${describeValue(value)}.`,
+    );
+  }
+  return value;
+}
+
+/**
+ * A duration that a driver hands to a timer (pg's connect timeout): a finite number from 0 to
+ * 2^31-1, else the fallback when undefined. Drivers read a negative or non-numeric value as "no
+ * timeout" without a word; a larger one overflows Node's timers.
+ */
+export function timerMillisOption(
+  where: string,
+  name: string,
+  value: unknown,
+  fallback: number,
+  zeroMeaning = '',
+): number {
+  if (value === undefined) return fallback;
+  if (
+    typeof value !== 'number' ||
+    !Number.isFinite(value) ||
+    value < 0 ||
+    value > MAX_TIMER_MILLIS
+  ) {
+    throw new InvalidOptionError(
+      `${where} option "${name}" must be a duration in milliseconds from 0 to ${MAX_TIMER_MILLIS}` +
+        `${zeroMeaning}, got ${describeValue(value)}.`,
     );
   }
   return value;

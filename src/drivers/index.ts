@@ -7,6 +7,7 @@ export {
   createPgPool,
   pgServerInfo,
   isPgClientUsable,
+  isPgClientBusy,
   PG_DEFAULT_CONNECTION_TIMEOUT_MILLIS,
 } from './pg';
 export type { PgFactoryOptions, PgClientConstructor } from './pg';
@@ -18,5 +19,11 @@ export type {
   PgClientListener,
   PgNotice,
 } from './pg-compat';
-export { mysqlFactory, createMysqlPool, mysqlServerInfo, isMysqlConnectionUsable } from './mysql';
+export {
+  mysqlFactory,
+  createMysqlPool,
+  mysqlServerInfo,
+  isMysqlConnectionUsable,
+  isMysqlConnectionBusy,
+} from './mysql';
 export type { MysqlFactoryOptions } from './mysql';

@@ -9,6 +9,13 @@
  * no command is waiting, and an EventEmitter without an 'error' listener throws, crashing the
  * process. Every connection gets a listener for life, which marks it broken. `end()` sends QUIT
  * and waits for the server: `destroy()` bounds the wait, then closes the socket.
+ *
+ * TCP keepalive: mysql2 turns it on, but with the kernel's initial delay (2 h on Linux) unless
+ * `keepAliveInitialDelay` is set; the factory sets 10 s, so a silently dead peer is found in
+ * ~11 min (Linux probe defaults) rather than 2 h 11 min. No default query timeout, for the
+ * reasons given in ./pg.ts; mysql2 takes one per query (`{ sql, timeout }`) and closes the
+ * connection when it fires, which the pool sees. A connection released with a command still
+ * running is destroyed, not reused (`isBusy`).
  */
 import type { Connection, ConnectionOptions } from 'mysql2/promise';
 import { InvalidOptionError } from '../errors';
@@ -62,6 +69,8 @@ const DEFAULT_END_TIMEOUT_MILLIS = 2000;
 
 /** mysql2's core connection state (public getters on the core object, not on the promise wrapper's types). */
 interface MysqlCore {
+  readonly _command?: unknown;
+  readonly _commands?: { readonly length: number };
   readonly _fatalError?: unknown;
   readonly _protocolError?: unknown;
   readonly _closing?: boolean;
@@ -78,6 +87,16 @@ export function isMysqlConnectionUsable(connection: Connection): boolean {
   if (c === undefined) return true;
   return !c._fatalError && !c._protocolError && c._closing !== true && c.stream?.destroyed !== true;
 }
+
+/** True while a command (a query, a ping) runs or waits on the connection. */
+export function isMysqlConnectionBusy(connection: Connection): boolean {
+  const c = core(connection);
+  if (c === undefined) return false;
+  return (c._command !== null && c._command !== undefined) || (c._commands?.length ?? 0) > 0;
+}
+
+/** Applied when the config has no `keepAliveInitialDelay` (mysql2 leaves it to the kernel: 2 h). */
+export const MYSQL_DEFAULT_KEEPALIVE_INITIAL_DELAY_MILLIS = 10_000;
 
 /**
  * A `ResourceFactory` for mysql2 connections (`mysql2/promise`). `config` is a
@@ -133,7 +152,13 @@ export function mysqlFactory(
       // mysql2 rejects this promise on connect errors and connectTimeout (default 10 s).
       // A copy: mysql2 writes the fields it parses from `uri` into the options object.
       const connection = await createConnection(
-        typeof config === 'string' ? { uri: config } : { ...config },
+        typeof config === 'string'
+          ? { uri: config, keepAliveInitialDelay: MYSQL_DEFAULT_KEEPALIVE_INITIAL_DELAY_MILLIS }
+          : {
+              ...config,
+              keepAliveInitialDelay:
+                config.keepAliveInitialDelay ?? MYSQL_DEFAULT_KEEPALIVE_INITIAL_DELAY_MILLIS,
+            },
       );
       // Never removed: see the file comment.
       connection.on('error', (error: Error) => {
@@ -145,6 +170,12 @@ export function mysqlFactory(
     },
 
     destroy,
+
+    isBusy: isMysqlConnectionBusy,
+
+    // A connection that failed while held (mysql2 closes one whose query timed out) is
+    // destroyed at release rather than idled until its next validation.
+    isReusable: isMysqlConnectionUsable,
 
     async validate(connection: Connection): Promise<boolean> {
       if (!isMysqlConnectionUsable(connection)) return false;

@@ -13,6 +13,17 @@
  *   network: `destroy()` waits a bounded time, then destroys the socket.
  * - `pg` connects without a timeout by default: an unreachable host would hold a pool slot
  *   until the kernel gives up (minutes). The factory defaults `connectionTimeoutMillis`.
+ * - `pg` turns TCP keepalive off by default: a connection whose peer vanished silently (a
+ *   network drop, a NAT or firewall that forgot it) then waits forever, and a holder in a query
+ *   on it hangs with it. The factory turns keepalive on (after 10 s idle); the kernel then gives
+ *   up on a dead peer after its probes (Linux defaults: 9 probes 75 s apart, ~11 min), the
+ *   client errors and the pool evicts it. Node 20 cannot set the probe interval per socket.
+ * - No default query timeout, on purpose: how long a query may legitimately run is the
+ *   application's knowledge, a client-side timeout does not stop the server's work
+ *   (`statement_timeout` does), and pg leaves a client whose `query_timeout` fired with its
+ *   query still active. Set `query_timeout` (client) and/or `statement_timeout` (server) in
+ *   the pg config; a client released while a query is still active (after a `query_timeout`)
+ *   is destroyed, not reused (`isBusy`).
  */
 import type { Client, ClientConfig } from 'pg';
 import { InvalidOptionError } from '../errors';
@@ -26,6 +37,7 @@ import {
   notifyError,
   runOnConnect,
   sqlOption,
+  timerMillisOption,
 } from './common';
 import { rejectUnknownKeys } from '../options';
 import {
@@ -90,6 +102,8 @@ const WHERE = 'pgFactory';
 
 /** Applied when the client config has no `connectionTimeoutMillis` (pg's own default is none). */
 export const PG_DEFAULT_CONNECTION_TIMEOUT_MILLIS = 10_000;
+/** Applied when the client config has no `keepAlive` (pg's own default is off). */
+export const PG_DEFAULT_KEEPALIVE_INITIAL_DELAY_MILLIS = 10_000;
 const DEFAULT_VALIDATE_TIMEOUT_MILLIS = 5000;
 const DEFAULT_END_TIMEOUT_MILLIS = 2000;
 
@@ -99,6 +113,8 @@ const DEFAULT_END_TIMEOUT_MILLIS = 2000;
  * (another implementation) is simply treated as usable.
  */
 interface PgClientInternals {
+  readonly _activeQuery?: unknown;
+  readonly _queryQueue?: readonly unknown[];
   readonly _queryable?: boolean;
   readonly _ending?: boolean;
   readonly _ended?: boolean;
@@ -112,6 +128,17 @@ interface PgClientInternals {
 export function isPgClientUsable(client: Client): boolean {
   const c = client as unknown as PgClientInternals;
   return c._queryable !== false && c._ending !== true && c._ended !== true;
+}
+
+/**
+ * True while the client has a query in flight or queued (pg's own state, as pg-pool reads it).
+ * pg < 8.12 named the field `activeQuery`; reading that name on a newer pg prints a deprecation
+ * warning, so it is read only when the new one does not exist.
+ */
+export function isPgClientBusy(client: Client): boolean {
+  const c = client as unknown as PgClientInternals & { readonly activeQuery?: unknown };
+  const active = '_activeQuery' in c ? c._activeQuery : c.activeQuery;
+  return (active !== null && active !== undefined) || (c._queryQueue?.length ?? 0) > 0;
 }
 
 /**
@@ -206,6 +233,8 @@ export function pgFactory<C extends Client = Client>(
 
     destroy,
 
+    isBusy: isPgClientBusy,
+
     async validate(client: C): Promise<boolean> {
       if (!isPgClientUsable(client)) return false;
       // A pooled connection must not sit in a transaction; one that does was released wrongly.
@@ -280,11 +309,18 @@ export function pgServerInfo(config: string | ClientConfig): ServerInfo {
   return resolvePgServer(fields, { databaseFromUser: true });
 }
 
+/**
+ * The client config with poolwatch's defaults: a connect timeout and TCP keepalive (pg has
+ * neither by default). A `connectionTimeoutMillis` the user gives is checked: pg reads a
+ * negative or non-numeric one as "no timeout", silently.
+ */
 function withConnectTimeout(config: string | ClientConfig): ClientConfig {
   if (typeof config === 'string') {
     return {
       connectionString: config,
       connectionTimeoutMillis: PG_DEFAULT_CONNECTION_TIMEOUT_MILLIS,
+      keepAlive: true,
+      keepAliveInitialDelayMillis: PG_DEFAULT_KEEPALIVE_INITIAL_DELAY_MILLIS,
     };
   }
   if (typeof config !== 'object' || config === null) {
@@ -292,12 +328,19 @@ function withConnectTimeout(config: string | ClientConfig): ClientConfig {
       `${WHERE} needs a connection string or a pg ClientConfig object, got ${typeof config}.`,
     );
   }
-  if (config.connectionTimeoutMillis !== undefined) return config;
+  const connectionTimeoutMillis = timerMillisOption(
+    WHERE,
+    'connectionTimeoutMillis',
+    config.connectionTimeoutMillis,
+    PG_DEFAULT_CONNECTION_TIMEOUT_MILLIS,
+    ' (0 waits forever, as pg does by default)',
+  );
   // A copy, with the password kept out of enumeration (and so out of console.log) as pg does.
-  const copy: ClientConfig = {
-    ...config,
-    connectionTimeoutMillis: PG_DEFAULT_CONNECTION_TIMEOUT_MILLIS,
-  };
+  const copy: ClientConfig = { ...config, connectionTimeoutMillis };
+  if (config.keepAlive === undefined) {
+    copy.keepAlive = true;
+    copy.keepAliveInitialDelayMillis ??= PG_DEFAULT_KEEPALIVE_INITIAL_DELAY_MILLIS;
+  }
   if ('password' in config) {
     Object.defineProperty(copy, 'password', {
       value: config.password,
