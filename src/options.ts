@@ -94,9 +94,12 @@ const HEALTH_KEYS = new Set<string>(Object.keys(DEFAULTS.health));
 
 function unknownKey(key: string, known: Set<string>, where: string): InvalidOptionError {
   const lower = key.toLowerCase();
-  const guess = [...known].find(
-    (k) => k.toLowerCase() === lower || editDistance(k.toLowerCase(), lower) <= 2,
-  );
+  const guess =
+    [...known].find(
+      (k) => k.toLowerCase() === lower || editDistance(k.toLowerCase(), lower) <= 2,
+    ) ??
+    // `timeout` for `timeoutMillis`: a known name that starts with the unknown one.
+    (lower.length >= 3 ? [...known].find((k) => k.toLowerCase().startsWith(lower)) : undefined);
   return new InvalidOptionError(
     `Unknown ${where} option "${key}".` +
       (guess ? ` Did you mean "${guess}"?` : ` Known options: ${[...known].join(', ')}.`),
@@ -122,7 +125,7 @@ function editDistance(a: string, b: string): number {
 /** A whole number >= `least`, or `Infinity` where allowed. */
 function count(name: string, value: unknown, fallback: number, least: number): number {
   if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < least) {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < least) {
     throw new InvalidOptionError(
       `Option "${name}" must be a whole number >= ${least}, got ${describeValue(value)}.`,
     );
