@@ -425,7 +425,7 @@ export function checkAcquireOptions(options: unknown): InvalidOptionError | unde
       timer: true,
       positive: true,
     });
-    if (signal !== undefined && !(signal instanceof AbortSignal)) {
+    if (signal !== undefined && !isAbortSignal(signal)) {
       throw new InvalidOptionError(
         `acquire({ signal }) must be an AbortSignal (e.g. AbortSignal.timeout(ms) or an ` +
           `AbortController's signal), got ${describeValue(signal)}.`,
@@ -436,4 +436,21 @@ export function checkAcquireOptions(options: unknown): InvalidOptionError | unde
     throw error;
   }
   return undefined;
+}
+
+/**
+ * An `AbortSignal`, or one from a polyfill or another realm that behaves like one (an `aborted`
+ * flag, a `reason`, and event listeners): `instanceof` alone would reject those.
+ */
+function isAbortSignal(value: unknown): value is AbortSignal {
+  if (value instanceof AbortSignal) return true;
+  if (typeof value !== 'object' || value === null) return false;
+  const v = value as Partial<
+    Record<'aborted' | 'addEventListener' | 'removeEventListener', unknown>
+  >;
+  return (
+    typeof v.aborted === 'boolean' &&
+    typeof v.addEventListener === 'function' &&
+    typeof v.removeEventListener === 'function'
+  );
 }

@@ -313,6 +313,28 @@ describe('regression (issue 10): bad input, table-driven', () => {
     }
   }
 
+  it('a signal from a polyfill (aborted flag and event listeners, not instanceof AbortSignal) works', async () => {
+    const pool = make({ max: 1, health: false, detectSelfDeadlock: false });
+    try {
+      const held = await pool.acquire();
+      const signal = Object.assign(new EventTarget(), {
+        aborted: false,
+        reason: undefined as unknown,
+      });
+      const waiting = pool.acquire({ signal: signal as unknown as AbortSignal });
+      signal.aborted = true;
+      signal.reason = new Error('polyfilled abort');
+      signal.dispatchEvent(new Event('abort'));
+      await assert.rejects(
+        waiting,
+        (e: unknown) => e instanceof AcquireAbortedError && e.cause === signal.reason,
+      );
+      held.release();
+    } finally {
+      await pool.close();
+    }
+  });
+
   it('create() resolving null or undefined is a failed create, not a resource', async () => {
     for (const value of [null, undefined]) {
       const pool = new Pool<object>({
