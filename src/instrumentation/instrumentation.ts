@@ -410,7 +410,7 @@ export class PoolInstrumentation extends InstrumentationBase<PoolInstrumentation
           instruments.codeLocationSuspected,
           pool,
           attributes.metric,
-          held,
+          this._config.redactStack === undefined ? held : held.map((l) => this._exportedLease(l)),
         );
       }
       if (!this._warnedAutoName && isAutoNumbered(pool.name)) {
@@ -573,7 +573,10 @@ export class PoolInstrumentation extends InstrumentationBase<PoolInstrumentation
     );
   }
 
-  private _onLeak(message: LeakMessage): void {
+  private _onLeak(original: LeakMessage): void {
+    // With `redactStack`, everything below (leak span, code-location series, span event) sees
+    // the redacted stack and the code location read from it.
+    const message = this._exportedLeak(original);
     const { kind, lease } = message;
     const state = message.hold && this._state(message.hold);
     const at = hrTimeFromEpochMillis(lease.acquiredAt + message.ageMillis);
@@ -612,6 +615,33 @@ export class PoolInstrumentation extends InstrumentationBase<PoolInstrumentation
     if (kind === 'collected' || kind === 'reclaimed') {
       span.setStatus({ code: SpanStatusCode.ERROR, message: `lease ${kind}` });
     }
+  }
+
+  /** A leak message whose stack (and lease) are as they may be exported. */
+  private _exportedLeak(message: LeakMessage): LeakMessage {
+    if (this._config.redactStack === undefined) return message;
+    const lease = this._exportedLease(message.lease);
+    return { ...message, lease, stack: lease.stack };
+  }
+
+  /**
+   * A lease as it may be exported: with `redactStack`, its stack redacted and its code location
+   * read from the redacted stack (a path or function name the hook rewrote must not come back
+   * through `code.*` attributes or metric series).
+   */
+  private _exportedLease(lease: LeaseInfo): LeaseInfo {
+    if (this._config.redactStack === undefined) return lease;
+    const stack = this._exportedStack(lease.stack);
+    return {
+      id: lease.id,
+      resourceId: lease.resourceId,
+      poolName: lease.poolName,
+      acquiredAt: lease.acquiredAt,
+      ageMillis: lease.ageMillis,
+      suspected: lease.suspected,
+      stack,
+      location: stack === undefined ? undefined : codeLocation(stack),
+    };
   }
 
   /** A stack as it may leave the process: after `captureStacks` and the `redactStack` hook. */
