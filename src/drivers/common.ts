@@ -5,13 +5,17 @@
 import { InvalidOptionError } from '../errors';
 import { describeValue, MAX_TIMER_MILLIS } from '../options';
 
-/** A duration option: a finite number >= 0 (or > 0 with `positive`), else the fallback. */
+/**
+ * A duration option: a finite number >= 0 (or > 0 with `positive`), else the fallback. `timer`:
+ * it arms a Node.js timer, so at most 2^31-1 (Node fires a longer one after 1 ms).
+ */
 export function millisOption(
   where: string,
   name: string,
   value: unknown,
   fallback: number,
   positive = false,
+  timer = false,
 ): number {
   if (value === undefined) return fallback;
   if (
@@ -19,11 +23,11 @@ export function millisOption(
     !Number.isFinite(value) ||
     value < 0 ||
     (positive && value === 0) ||
-    value > MAX_TIMER_MILLIS
+    (timer && value > MAX_TIMER_MILLIS)
   ) {
     throw new InvalidOptionError(
-      `${where} option "${name}" must be a duration in milliseconds ${positive ? '> 0' : '>= 0'} ` +
-        `and at most ${MAX_TIMER_MILLIS}, got ${describeValue(value)}.`,
+      `${where} option "${name}" must be a duration in milliseconds ${positive ? '> 0' : '>= 0'}` +
+        `${timer ? ` and at most ${MAX_TIMER_MILLIS} (a Node.js timer's limit)` : ''}, got ${describeValue(value)}.`,
     );
   }
   return value;

@@ -121,12 +121,15 @@ export function mysqlFactory(
     options.validateTimeoutMillis,
     DEFAULT_VALIDATE_TIMEOUT_MILLIS,
     true,
+    true,
   );
   const endTimeoutMillis = millisOption(
     WHERE,
     'endTimeoutMillis',
     options.endTimeoutMillis,
     DEFAULT_END_TIMEOUT_MILLIS,
+    false,
+    true,
   );
   const reset = sqlOption(WHERE, 'reset', options.reset, undefined, false);
   const onConnect = functionOption(WHERE, 'onConnect', options.onConnect);

@@ -170,6 +170,7 @@ export function pgFactory<C extends Client = Client>(
     options.validateTimeoutMillis,
     DEFAULT_VALIDATE_TIMEOUT_MILLIS,
     true,
+    true,
   );
   const resetQuery = sqlOption(WHERE, 'resetQuery', options.resetQuery, undefined, false);
   const endTimeoutMillis = millisOption(
@@ -177,6 +178,8 @@ export function pgFactory<C extends Client = Client>(
     'endTimeoutMillis',
     options.endTimeoutMillis,
     DEFAULT_END_TIMEOUT_MILLIS,
+    false,
+    true,
   );
   const onConnect = functionOption(WHERE, 'onConnect', options.onConnect);
   const onError = functionOption(WHERE, 'onError', options.onError);
