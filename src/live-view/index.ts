@@ -18,6 +18,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { codeLocationOf, type CodeLocation } from '../code-location';
+import { codeLocation } from '../watch/stack';
 import { InvalidOptionError } from '../errors';
 import { openPools, type PoolRef } from '../events';
 import { poolReport } from '../held-leases';
@@ -35,6 +36,12 @@ export interface LiveViewOptions {
    * @default 200
    */
   maxHoldsPerPool?: number;
+  /**
+   * Sees every stack before the page shows it (as `PoolInstrumentation`'s option of the same name
+   * does for telemetry): return it shortened or redacted, or `undefined` to show none. The code
+   * location is read from what it returns. A hook that throws shows no stack.
+   */
+  redactStack?: (stack: string) => string | undefined;
 }
 
 /** One lease held now. */
@@ -76,10 +83,16 @@ export type LiveViewHandler = (req: IncomingMessage, res: ServerResponse) => voi
 export function liveView(options: LiveViewOptions = {}): LiveViewHandler {
   const refreshSeconds = checkNumber(options, 'refreshSeconds', 2);
   const maxHolds = checkNumber(options, 'maxHoldsPerPool', 200);
+  const redactStack = options.redactStack;
+  if (redactStack !== undefined && typeof redactStack !== 'function') {
+    throw new InvalidOptionError(
+      'liveView: option "redactStack" must be a function (stack) => string | undefined.',
+    );
+  }
   for (const key of Object.keys(options)) {
-    if (key !== 'refreshSeconds' && key !== 'maxHoldsPerPool') {
+    if (key !== 'refreshSeconds' && key !== 'maxHoldsPerPool' && key !== 'redactStack') {
       throw new InvalidOptionError(
-        `liveView: unknown option "${key}". Known options: refreshSeconds, maxHoldsPerPool.`,
+        `liveView: unknown option "${key}". Known options: refreshSeconds, maxHoldsPerPool, redactStack.`,
       );
     }
   }
@@ -90,7 +103,7 @@ export function liveView(options: LiveViewOptions = {}): LiveViewHandler {
         res.end('Method Not Allowed\n');
         return;
       }
-      const snapshot = liveViewSnapshot(openPools, maxHolds);
+      const snapshot = liveViewSnapshot(openPools, maxHolds, redactStack);
       if (wantsJson(req)) {
         send(req, res, 'application/json; charset=utf-8', JSON.stringify(snapshot, null, 2));
       } else {
@@ -112,6 +125,7 @@ export function liveView(options: LiveViewOptions = {}): LiveViewHandler {
 export function liveViewSnapshot(
   pools: Iterable<PoolRef> = openPools,
   maxHoldsPerPool = 200,
+  redactStack?: (stack: string) => string | undefined,
 ): LiveViewSnapshot {
   const now = Date.now();
   const result: LiveViewPool[] = [];
@@ -130,15 +144,19 @@ export function liveViewSnapshot(
       const sorted = [...held].sort((a, b) => b.ageMillis - a.ageMillis);
       oldest = sorted.length > 0 ? sorted[0]!.ageMillis / 1000 : 0;
       notListed = Math.max(0, sorted.length - maxHoldsPerPool);
-      holds = sorted.slice(0, maxHoldsPerPool).map((lease) => ({
-        leaseId: lease.id,
-        resourceId: lease.resourceId,
-        ageSeconds: lease.ageMillis / 1000,
-        acquiredAt: new Date(lease.acquiredAt).toISOString(),
-        suspected: lease.suspected,
-        location: codeLocationOf(lease) ?? null,
-        stack: lease.stack ?? null,
-      }));
+      holds = sorted.slice(0, maxHoldsPerPool).map((lease) => {
+        const stack = redactStack === undefined ? lease.stack : redacted(lease.stack, redactStack);
+        const location = redactStack === undefined ? codeLocationOf(lease) : codeLocation(stack);
+        return {
+          leaseId: lease.id,
+          resourceId: lease.resourceId,
+          ageSeconds: lease.ageMillis / 1000,
+          acquiredAt: new Date(lease.acquiredAt).toISOString(),
+          suspected: lease.suspected,
+          location: location ?? null,
+          stack: stack ?? null,
+        };
+      });
     }
     result.push({
       name: pool.name,
@@ -152,6 +170,19 @@ export function liveViewSnapshot(
   // By name: a page that reloads every few seconds must not reorder itself.
   result.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   return { generatedAt: new Date(now).toISOString(), pools: result };
+}
+
+function redacted(
+  stack: string | undefined,
+  redact: (stack: string) => string | undefined,
+): string | undefined {
+  if (stack === undefined) return undefined;
+  try {
+    const result = redact(stack);
+    return typeof result === 'string' ? result : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 function wantsJson(req: IncomingMessage): boolean {

@@ -242,7 +242,7 @@ describe('liveView', () => {
     assert.throws(() => liveView({ maxHoldsPerPool: 'x' as never }), InvalidOptionError);
     assert.throws(() => liveView({ refresh: 1 } as never), {
       message:
-        'liveView: unknown option "refresh". Known options: refreshSeconds, maxHoldsPerPool.',
+        'liveView: unknown option "refresh". Known options: refreshSeconds, maxHoldsPerPool, redactStack.',
     });
   });
 
@@ -266,6 +266,37 @@ describe('liveView', () => {
       b.release();
     } finally {
       await own.close();
+    }
+  });
+  it('shows stacks through redactStack: redacted, or none when it returns nothing or throws', async () => {
+    const hooks = [
+      (stack: string) => stack.replace(/\(.*\)/g, '(redacted)'),
+      () => undefined,
+      () => {
+        throw new Error('hook failed');
+      },
+    ];
+    const p = pool('redacted');
+    const lease = await acquireInReportJob(p);
+    try {
+      const [shown, none, thrown] = await Promise.all(
+        hooks.map(async (redactStack) => {
+          const own = await serve(liveView({ redactStack, refreshSeconds: 0 }));
+          try {
+            const snapshot = (await (await own.request('?format=json')).json()) as LiveViewSnapshot;
+            return mine(snapshot).find((q) => q.name.startsWith('redacted'))!.holds![0]!;
+          } finally {
+            await own.close();
+          }
+        }),
+      );
+      assert.match(shown!.stack!, /^at \S+ \(redacted\)/);
+      assert.doesNotMatch(shown!.stack!, /live-view\.test/);
+      assert.equal(shown!.location, null, 'the location comes from the redacted stack');
+      assert.deepEqual([none!.stack, none!.location, thrown!.stack], [null, null, null]);
+      assert.throws(() => liveView({ redactStack: 'x' as never }), /redactStack/);
+    } finally {
+      lease.release();
     }
   });
 });
