@@ -1,4 +1,4 @@
-// Writes dist/esm/index.mjs, a thin ES module over the CommonJS build.
+// Writes dist/esm/index.mjs, a thin ES module over the CommonJS build, and dist/esm/register.mjs.
 // One implementation serves both `import` and `require()`, so a process that
 // loads poolwatch both ways still has one pool registry and one set of
 // diagnostics channels (no dual-package hazard).
@@ -14,3 +14,8 @@ const body = [
   '',
 ].join('\n');
 writeFileSync(new URL('../dist/esm/index.mjs', import.meta.url), body);
+// `node --import poolwatch/register`: the CommonJS entry, run once (its side effect is the point).
+writeFileSync(
+  new URL('../dist/esm/register.mjs', import.meta.url),
+  "import '../cjs/register.js';\n",
+);

@@ -17,7 +17,6 @@ import {
   type ObservableUpDownCounter,
   type Span,
 } from '@opentelemetry/api';
-import { SeverityNumber } from '@opentelemetry/api-logs';
 import {
   InstrumentationBase,
   InstrumentationNodeModuleDefinition,
@@ -86,8 +85,14 @@ import {
   METRIC_DB_CLIENT_CONNECTION_USE_TIME,
   METRIC_DB_CLIENT_CONNECTION_WAIT_TIME,
 } from './semconv';
-import { PG_POOL_VERSIONS, PgPoolPatcher, resolvePgPoolOptions } from './pg-pool';
-import type { ResolvedPgPoolOptions } from '../adapters/pg-pool';
+import {
+  PG_POOL_VERSIONS,
+  PgPoolPatcher,
+  isPgPoolAdapter,
+  reportedByInstrumentationPg,
+  resolvePgPoolOptions,
+  type ResolvedPgPoolConfig,
+} from './pg-pool';
 import type { PoolInstrumentationConfig } from './types';
 import { PACKAGE_NAME, PACKAGE_VERSION } from './version';
 
@@ -96,10 +101,16 @@ const SECONDS_BUCKETS = [
   0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
 ];
 
+/**
+ * Log severities, as the logs data model numbers them (`SeverityNumber` INFO = 9, WARN = 13,
+ * ERROR = 17). Literal numbers rather than the enum: it lives in `@opentelemetry/api-logs` on the
+ * 2.x line and in `@opentelemetry/api` on the 3.x line, and poolwatch depends on neither package's
+ * copy (log records go through `InstrumentationBase.logger`, whichever line provides it).
+ */
 const SEVERITY = {
-  info: { severityNumber: SeverityNumber.INFO, severityText: 'INFO' },
-  warning: { severityNumber: SeverityNumber.WARN, severityText: 'WARN' },
-  error: { severityNumber: SeverityNumber.ERROR, severityText: 'ERROR' },
+  info: { severityNumber: 9, severityText: 'INFO' },
+  warning: { severityNumber: 13, severityText: 'WARN' },
+  error: { severityNumber: 17, severityText: 'ERROR' },
 } as const;
 
 /**
@@ -183,7 +194,7 @@ export class PoolInstrumentation extends InstrumentationBase<PoolInstrumentation
   /** Per-acquire state when another subscriber holds `userData` (created on first need). */
   private _overflow: WeakMap<HoldMessage, HoldState> | undefined;
   /** The validated `pgPool` option; `undefined` when it is `false`. */
-  declare private _pgPoolOptions: ResolvedPgPoolOptions | undefined;
+  declare private _pgPoolOptions: ResolvedPgPoolConfig | undefined;
   /** Created at the first patch of pg-pool (`init()` must stay free of side effects). */
   declare private _pgPoolPatcher: PgPoolPatcher | undefined;
   /** The `code.*` series of each pool, bounded by `maxCodeLocationsPerPool`. */
@@ -393,15 +404,17 @@ export class PoolInstrumentation extends InstrumentationBase<PoolInstrumentation
         continue;
       }
       const attributes = attributesOf(pool);
-      result.observe(instruments.count, stats.idle, attributes.idle);
-      // What exists and is not idle is unavailable to borrowers: held, or being validated or
-      // reset. Reporting size - idle keeps used + idle equal to the open connections.
-      result.observe(instruments.count, stats.size - stats.idle, attributes.used);
+      if (this._reportsConnectionCounts(pool)) {
+        result.observe(instruments.count, stats.idle, attributes.idle);
+        // What exists and is not idle is unavailable to borrowers: held, or being validated or
+        // reset. Reporting size - idle keeps used + idle equal to the open connections.
+        result.observe(instruments.count, stats.size - stats.idle, attributes.used);
+        result.observe(instruments.max, stats.max, attributes.metric);
+        result.observe(instruments.pendingRequests, stats.pending, attributes.metric);
+      }
       // Idle resources may fill the whole pool: there is no separate idle maximum.
       result.observe(instruments.idleMax, stats.max, attributes.metric);
       result.observe(instruments.idleMin, stats.min, attributes.metric);
-      result.observe(instruments.max, stats.max, attributes.metric);
-      result.observe(instruments.pendingRequests, stats.pending, attributes.metric);
       result.observe(instruments.leaksSuspected, stats.suspectedLeaks, attributes.metric);
       if (held !== undefined) {
         this._codeLocations.observe(
@@ -436,12 +449,15 @@ export class PoolInstrumentation extends InstrumentationBase<PoolInstrumentation
     for (const pool of retired) {
       if (openPools.has(pool)) continue;
       const attributes = attributesOf(pool);
-      result.observe(instruments.count, 0, attributes.idle);
-      result.observe(instruments.count, 0, attributes.used);
+      // Not the series another instrumentation reported for this pool (see below).
+      if (this._reportsConnectionCounts(pool)) {
+        result.observe(instruments.count, 0, attributes.idle);
+        result.observe(instruments.count, 0, attributes.used);
+        result.observe(instruments.max, 0, attributes.metric);
+        result.observe(instruments.pendingRequests, 0, attributes.metric);
+      }
       result.observe(instruments.idleMax, 0, attributes.metric);
       result.observe(instruments.idleMin, 0, attributes.metric);
-      result.observe(instruments.max, 0, attributes.metric);
-      result.observe(instruments.pendingRequests, 0, attributes.metric);
       result.observe(instruments.leaksSuspected, 0, attributes.metric);
       this._codeLocations.retire(
         result,
@@ -457,6 +473,18 @@ export class PoolInstrumentation extends InstrumentationBase<PoolInstrumentation
     const retired = (this._retired ??= []);
     // Without a meter provider no collection ever takes them: keep a bounded number.
     if (retired.length < 1000) retired.push(pool);
+  }
+
+  /**
+   * Whether this instrumentation reports `count`, `max` and `pending_requests` of `pool`: always
+   * for poolwatch's pools; for a pg.Pool, as `pgPool.connectionMetrics` says (by default, unless
+   * instrumentation-pg reports the pool: one series per pool, not two).
+   */
+  private _reportsConnectionCounts(pool: PoolRef): boolean {
+    const mode = this._pgPoolOptions?.connectionMetrics ?? 'auto';
+    if (mode === 'always') return true;
+    if (mode === 'auto') return !reportedByInstrumentationPg(pool);
+    return !isPgPoolAdapter(pool);
   }
 
   /** Subscribes a handler, guarded: telemetry must never throw into the pool. */

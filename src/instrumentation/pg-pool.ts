@@ -45,6 +45,48 @@ interface Patch {
   owner: PgPoolPatcher | undefined;
 }
 
+/** The pg-pool `Pool` behind each adapter, for `reportedByInstrumentationPg()`. */
+const pgPools = new WeakMap<object, WeakRef<object>>();
+
+/**
+ * Adapters whose pool instrumentation-pg was seen to report (it never stops once it has started;
+ * kept on the adapter, so that it is still known once the pool is gone).
+ */
+const seenByInstrumentationPg = new WeakSet<object>();
+
+/**
+ * The mark `@opentelemetry/instrumentation-pg` (0.4x to 0.77 at least) leaves on a pool once it
+ * has attached the listeners that feed its `db.client.connection.count` and `.pending_requests`
+ * (it records `.max` at the same call). A private symbol, found by its description.
+ */
+const INSTRUMENTATION_PG_MARK = 'opentelemetry.instrumentation.pg.eventListenersSet';
+
+/** Whether `pool` is the adapter of a pg-pool `Pool` (rather than a poolwatch pool). */
+export function isPgPoolAdapter(pool: object): boolean {
+  return pgPools.has(pool);
+}
+
+/**
+ * Whether `pool` is a pg.Pool adapter whose pool `@opentelemetry/instrumentation-pg` reports
+ * (`db.client.connection.count`, `.pending_requests`, `.max`). Checked at each collection: it
+ * marks a pool at its first `connect()` it does not skip (`requireParentSpan`).
+ */
+export function reportedByInstrumentationPg(adapter: object): boolean {
+  if (seenByInstrumentationPg.has(adapter)) return true;
+  const pool = pgPools.get(adapter)?.deref();
+  if (pool === undefined) return false;
+  for (const symbol of Object.getOwnPropertySymbols(pool)) {
+    if (
+      symbol.description === INSTRUMENTATION_PG_MARK &&
+      (pool as Record<symbol, unknown>)[symbol] === true
+    ) {
+      seenByInstrumentationPg.add(adapter);
+      return true;
+    }
+  }
+  return false;
+}
+
 /** Keyed on the prototype, so one `Pool` class is wrapped once, however often it is patched. */
 const patches = new WeakMap<object, Patch>();
 
@@ -140,6 +182,7 @@ export class PgPoolPatcher {
       );
       this.#watchers.set(pool, watcher);
       this.#live.add(watcher);
+      pgPools.set(watcher, new WeakRef(pool));
       return watcher;
     } catch (error) {
       // Not retried at every connect: this pool stays unobserved.
@@ -234,13 +277,24 @@ export const PG_POOL_DEFAULTS = {
   captureStacks: 'auto' as StackCapture,
 } as const;
 
-const PG_POOL_KEYS = ['leakDetectionThresholdMillis', 'captureStacks', 'poolName'];
+const PG_POOL_KEYS = [
+  'leakDetectionThresholdMillis',
+  'captureStacks',
+  'poolName',
+  'connectionMetrics',
+];
+const CONNECTION_METRICS = ['auto', 'always', 'never'];
+
+/** `ResolvedPgPoolOptions` plus what only the instrumentation reads. */
+export interface ResolvedPgPoolConfig extends ResolvedPgPoolOptions {
+  readonly connectionMetrics: 'auto' | 'always' | 'never';
+}
 
 /**
  * Validates `PoolInstrumentationConfig.pgPool` and fills in the defaults: `undefined` when it is
  * `false` (pg-pool is left alone). Throws `InvalidOptionError`.
  */
-export function resolvePgPoolOptions(value: unknown): ResolvedPgPoolOptions | undefined {
+export function resolvePgPoolOptions(value: unknown): ResolvedPgPoolConfig | undefined {
   if (value === false) return undefined;
   if (value !== undefined && (typeof value !== 'object' || value === null)) {
     throw new InvalidOptionError(
@@ -262,7 +316,14 @@ export function resolvePgPoolOptions(value: unknown): ResolvedPgPoolOptions | un
       `Option "pgPool.poolName" must be a function, got ${describeValue(poolName)}.`,
     );
   }
+  const connectionMetrics = o.connectionMetrics ?? 'auto';
+  if (typeof connectionMetrics !== 'string' || !CONNECTION_METRICS.includes(connectionMetrics)) {
+    throw new InvalidOptionError(
+      `Option "pgPool.connectionMetrics" must be 'auto', 'always' or 'never', got ${describeValue(connectionMetrics)}.`,
+    );
+  }
   return {
+    connectionMetrics: connectionMetrics as ResolvedPgPoolConfig['connectionMetrics'],
     leakDetectionThresholdMillis: threshold,
     stackEvery: parseStackCapture(
       o.captureStacks ?? PG_POOL_DEFAULTS.captureStacks,

@@ -96,6 +96,18 @@ export interface PgPoolInstrumentationOptions {
    * Errors it throws are reported through `diag` and ignored.
    */
   poolName?: (pool: PgPoolNameInfo) => string | undefined;
+  /**
+   * Who reports `db.client.connection.count`, `.pending_requests` and `.max` of a `pg.Pool`: the
+   * three metrics `@opentelemetry/instrumentation-pg` also exports for every pool it sees. Two
+   * sources of one series double every sum and break a Prometheus scrape, so by default
+   * (`'auto'`) poolwatch leaves them to instrumentation-pg for each pool instrumentation-pg
+   * reports, and reports them for the others. `'always'`: poolwatch reports them regardless (drop
+   * instrumentation-pg's with a View); `'never'`: poolwatch never does. Every other metric of the
+   * pool (`idle.max`, `idle.min`, `timeouts`, `wait_time`, `use_time`, `poolwatch.*`) is
+   * poolwatch's alone and always reported.
+   * @default 'auto'
+   */
+  connectionMetrics?: 'auto' | 'always' | 'never';
 }
 
 /** What `pgPool.poolName` receives. */
