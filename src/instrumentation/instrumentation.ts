@@ -1,5 +1,6 @@
 import {
   context,
+  isSpanContextValid,
   ROOT_CONTEXT,
   SpanKind,
   SpanStatusCode,
@@ -16,6 +17,7 @@ import {
   type ObservableGauge,
   type ObservableUpDownCounter,
   type Span,
+  type SpanContext,
 } from '@opentelemetry/api';
 import {
   InstrumentationBase,
@@ -476,6 +478,23 @@ export class PoolInstrumentation extends InstrumentationBase<PoolInstrumentation
   }
 
   /**
+   * The logger to emit with. A `ProxyLogger` (the base class's, taken before any SDK existed)
+   * is traded once for the global provider's logger as soon as one is set. The proxy would find
+   * it by itself only if it came from the same copy of `@opentelemetry/api-logs` as the one the
+   * SDK set the global with, and a 2.x tree often has several (`instrumentation` and `sdk-node`
+   * pin exact versions): a NodeSDK with poolwatch in its list then delivered spans and metrics
+   * but no log record (measured). The global itself is shared by every copy.
+   */
+  private _currentLogger(): Logger {
+    const logger = this.logger;
+    if (logger.constructor.name !== 'ProxyLogger') return logger;
+    const provider = globalApiLogsProvider();
+    if (provider === undefined) return logger;
+    this.setLoggerProvider(provider);
+    return this.logger;
+  }
+
+  /**
    * Whether this instrumentation reports `count`, `max` and `pending_requests` of `pool`: always
    * for poolwatch's pools; for a pg.Pool, as `pgPool.connectionMetrics` says (by default, unless
    * instrumentation-pg reports the pool: one series per pool, not two).
@@ -514,7 +533,7 @@ export class PoolInstrumentation extends InstrumentationBase<PoolInstrumentation
   }
 
   private _onAcquireStart(hold: HoldMessage): void {
-    const state = new HoldState(this, context.active());
+    const state = new HoldState(this, holdParent(context.active()));
     if (this._config.waitSpans && this._traces(state.parent)) {
       state.waitStartedAt = Date.now();
       state.waitSpan = this.tracer.startSpan(
@@ -719,7 +738,7 @@ export class PoolInstrumentation extends InstrumentationBase<PoolInstrumentation
     if (state !== undefined) {
       parent = state.holdSpan ? trace.setSpan(state.parent, state.holdSpan) : state.parent;
     }
-    this.logger.emit({
+    this._currentLogger().emit({
       eventName:
         alert.leakKind !== undefined ? LEAK_EVENT[alert.leakKind] : ALERT_EVENT[alert.kind],
       ...(SEVERITY[alert.severity] ?? SEVERITY.warning),
@@ -740,6 +759,55 @@ function addCodeLocation(attributes: Attributes, location: CodeLocation | undefi
   attributes[ATTR_CODE_FILE_PATH] = location.filePath;
   attributes[ATTR_CODE_LINE_NUMBER] = location.lineNumber;
   attributes[ATTR_CODE_COLUMN_NUMBER] = location.columnNumber;
+  }
+
+  /**
+/** Where `@opentelemetry/api-logs` (2.x line) keeps the global logger provider, and its version. */
+const API_LOGS_GLOBAL = Symbol.for('io.opentelemetry.js.api.logs');
+const API_LOGS_COMPATIBILITY_VERSION = 1;
+
+type Logger = PoolInstrumentation['logger'];
+type LoggerProvider = Parameters<PoolInstrumentation['setLoggerProvider']>[0];
+
+/**
+ * The 2.x line's global logger provider, as any copy of `@opentelemetry/api-logs` reads it (a
+ * getter taking the API's compatibility version), or `undefined` when none is set. The 3.x line
+ * keeps its logs API in `@opentelemetry/api`, one shared copy: nothing to do there.
+ */
+function globalApiLogsProvider(): LoggerProvider | undefined {
+  const getter = (globalThis as Record<symbol, unknown>)[API_LOGS_GLOBAL];
+  if (typeof getter !== 'function') return undefined;
+  const provider = (getter as (version: number) => unknown)(API_LOGS_COMPATIBILITY_VERSION);
+  return typeof (provider as { getLogger?: unknown } | undefined)?.getLogger === 'function' &&
+    (provider as object).constructor.name !== 'NoopLoggerProvider'
+    ? (provider as LoggerProvider)
+    : undefined;
+}
+
+/**
+ * `@opentelemetry/instrumentation-pg`'s span for a pg-pool `connect()`. It wraps pg-pool's
+ * `connect` too; when its wrapper sits above poolwatch's (it was enabled later), its span is the
+ * active one while poolwatch's runs, and it ends when the client is handed out: a 0 ms parent
+ * for a hold that lasts until the release.
+ */
+const PG_POOL_CONNECT_SPAN = 'pg-pool.connect';
+
+/**
+ * The parent for a hold started in `active`: the span the application had active when it called
+ * `connect()`/`query()`/`acquire()`. That is `active` itself, except under instrumentation-pg's
+ * `pg-pool.connect` span (see above), which is skipped for its own parent: the context keeps
+ * everything else (baggage), and the span becomes its parent's span context, read from the SDK
+ * span (`parentSpanContext`, SDK 2.x and 3.x). A `pg-pool.connect` without a parent was a root:
+ * the hold becomes a root too.
+ */
+function holdParent(active: Context): Context {
+  const span = trace.getSpan(active) as
+    (Span & { readonly name?: unknown; readonly parentSpanContext?: SpanContext }) | undefined;
+  if (span === undefined || span.name !== PG_POOL_CONNECT_SPAN) return active;
+  const parent = span.parentSpanContext;
+  return parent !== undefined && isSpanContextValid(parent)
+    ? trace.setSpanContext(active, parent)
+    : trace.deleteSpan(active);
 }
 
 /**

@@ -205,8 +205,12 @@ function install(proto: PgPoolPrototype, tracking: ReleaseTracking): Patch {
     const owner = patch.owner;
     // eslint-disable-next-line prefer-rest-params
     if (owner === undefined) return original.connect.apply(this, arguments as never);
+    // The captured stack starts at the caller of the outermost wrapper: under another
+    // instrumentation's wrapper (instrumentation-pg enabled later), at the caller of that one.
+    const top = (this as { connect?: unknown }).connect;
+    const above = top === connect || !isInChain(top, connect) ? connect : (top as Method);
     // eslint-disable-next-line prefer-rest-params
-    return owner.connect(this, original.connect, arguments, connect);
+    return owner.connect(this, original.connect, arguments, above);
   };
   const end = function end(this: PgPoolLike): unknown {
     patch.owner?.end(this);
