@@ -5,6 +5,7 @@ import {
   SpanKind,
   SpanStatusCode,
   trace,
+  ValueType,
   type Attributes,
   type BatchObservableCallback,
   type BatchObservableResult,
@@ -42,6 +43,7 @@ import { codeLocation } from '../watch/stack';
 import { CodeLocationSeries, isAutoNumbered, recordLeakSpan } from './leak-telemetry';
 import {
   ALERT_EVENT,
+  ALERT_KIND_VALUE,
   ATTR_ACQUIRE_WAIT_TIME,
   ATTR_ALERT_KIND,
   ATTR_ALERT_THRESHOLD,
@@ -55,6 +57,7 @@ import {
   METRIC_CODE_LOCATION_LEAKS,
   METRIC_CODE_LOCATION_LEAKS_SUSPECTED,
   METRIC_HOLD_OLDEST_AGE,
+  LEASE_ERROR_TYPE,
   METRIC_LEAKS,
   METRIC_LEAKS_SUSPECTED,
   SPAN_ACQUIRE,
@@ -297,7 +300,11 @@ export class PoolInstrumentation extends InstrumentationBase<PoolInstrumentation
         advice: { explicitBucketBoundaries: SECONDS_BUCKETS },
       });
     const connections = (name: string, description: string) =>
-      meter.createObservableUpDownCounter(name, { description, unit: '{connection}' });
+      meter.createObservableUpDownCounter(name, {
+        description,
+        unit: '{connection}',
+        valueType: ValueType.INT,
+      });
     this._instruments = {
       count: connections(
         METRIC_DB_CLIENT_CONNECTION_COUNT,
@@ -320,21 +327,25 @@ export class PoolInstrumentation extends InstrumentationBase<PoolInstrumentation
         {
           description: 'The number of current pending requests for an open connection.',
           unit: '{request}',
+          valueType: ValueType.INT,
         },
       ),
       leaksSuspected: meter.createObservableGauge(METRIC_LEAKS_SUSPECTED, {
         description: 'Leases currently held past the leak detection threshold.',
         unit: '{lease}',
+        valueType: ValueType.INT,
       }),
       timeouts: meter.createCounter(METRIC_DB_CLIENT_CONNECTION_TIMEOUTS, {
         description:
           'The number of connection timeouts that have occurred trying to obtain a connection from the pool.',
         unit: '{timeout}',
+        valueType: ValueType.INT,
       }),
       leaks: meter.createCounter(METRIC_LEAKS, {
         description:
           'Leak findings, by kind: suspected, collected (dropped unreleased), reclaimed.',
         unit: '{lease}',
+        valueType: ValueType.INT,
       }),
       createTime: seconds(
         METRIC_DB_CLIENT_CONNECTION_CREATE_TIME,
@@ -601,6 +612,7 @@ export class PoolInstrumentation extends InstrumentationBase<PoolInstrumentation
     const outcome = hold.outcome ?? 'released';
     span.setAttribute(ATTR_HOLD_OUTCOME, outcome);
     if (outcome === 'collected' || outcome === 'reclaimed') {
+      span.setAttribute(ATTR_ERROR_TYPE, LEASE_ERROR_TYPE[outcome]);
       span.setStatus({ code: SpanStatusCode.ERROR, message: `lease ${outcome}` });
     }
     // The pool's monotonic hold time, not the wall clock, sets the duration.
@@ -660,6 +672,7 @@ export class PoolInstrumentation extends InstrumentationBase<PoolInstrumentation
     }
     span.addEvent(LEAK_EVENT[kind], attributes, at);
     if (kind === 'collected' || kind === 'reclaimed') {
+      span.setAttribute(ATTR_ERROR_TYPE, LEASE_ERROR_TYPE[kind]);
       span.setStatus({ code: SpanStatusCode.ERROR, message: `lease ${kind}` });
     }
   }
@@ -719,9 +732,17 @@ export class PoolInstrumentation extends InstrumentationBase<PoolInstrumentation
   private _onAlert({ alert, hold }: AlertMessage): void {
     const attributes: Attributes = {
       [ATTR_DB_CLIENT_CONNECTION_POOL_NAME]: alert.pool,
-      [ATTR_ALERT_KIND]: alert.kind,
+      [ATTR_ALERT_KIND]: ALERT_KIND_VALUE[alert.kind] ?? alert.kind,
     };
     if (alert.leakKind !== undefined) attributes[ATTR_LEAK_KIND] = alert.leakKind;
+    if (alert.severity === 'error') {
+      // An ERROR record says what went wrong, as an ERROR span does.
+      const errorType =
+        alert.leakKind === 'collected' || alert.leakKind === 'reclaimed'
+          ? LEASE_ERROR_TYPE[alert.leakKind]
+          : (ALERT_KIND_VALUE[alert.kind] ?? alert.kind);
+      attributes[ATTR_ERROR_TYPE] = errorType;
+    }
     if (alert.lease !== undefined) attributes[ATTR_LEASE_ID] = alert.lease.id;
     if (alert.ageMillis !== undefined) attributes[ATTR_LEASE_AGE] = alert.ageMillis / 1000;
     if (alert.value !== undefined) attributes[ATTR_ALERT_VALUE] = alert.value;
@@ -759,9 +780,9 @@ function addCodeLocation(attributes: Attributes, location: CodeLocation | undefi
   attributes[ATTR_CODE_FILE_PATH] = location.filePath;
   attributes[ATTR_CODE_LINE_NUMBER] = location.lineNumber;
   attributes[ATTR_CODE_COLUMN_NUMBER] = location.columnNumber;
-  }
+}
 
-  /**
+/**
 /** Where `@opentelemetry/api-logs` (2.x line) keeps the global logger provider, and its version. */
 const API_LOGS_GLOBAL = Symbol.for('io.opentelemetry.js.api.logs');
 const API_LOGS_COMPATIBILITY_VERSION = 1;
@@ -877,12 +898,23 @@ function withoutCredentials(address: string): string {
 function recordAcquireError(span: Span, error: Error): void {
   const code = (error as { code?: unknown }).code;
   const ownCode = typeof code === 'string' && code.startsWith('POOL_') ? code : undefined;
-  const message = ownCode !== undefined && error.cause === undefined ? error.message : undefined;
+  const message =
+    ownCode !== undefined && error.cause === undefined ? summaryOf(error.message) : undefined;
   const attributes: Attributes = { [ATTR_EXCEPTION_TYPE]: error.name };
   if (message !== undefined) attributes[ATTR_EXCEPTION_MESSAGE] = message;
   span.addEvent('exception', attributes);
   span.setAttribute(ATTR_ERROR_TYPE, ownCode ?? error.name);
   span.setStatus({ code: SpanStatusCode.ERROR, message: message ?? ownCode ?? error.name });
+}
+
+/**
+ * The first line of a poolwatch error message, without the holders it goes on to list: a timeout
+ * names the longest holders with their acquisition stacks (other callers' code, which the README
+ * promises to keep out of a failed acquire's span), one per line after " Longest holders:".
+ */
+function summaryOf(message: string): string {
+  const firstLine = message.split('\n', 1)[0]!;
+  return firstLine.replace(/ Longest holders:$/, '');
 }
 
 /**

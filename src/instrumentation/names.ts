@@ -31,7 +31,10 @@ export const ATTR_HOLD_OUTCOME = 'poolwatch.hold.outcome';
 export const ATTR_LEASE_AGE = 'poolwatch.lease.age';
 /** string: `suspected`, `returned`, `collected`, `reclaimed`. */
 export const ATTR_LEAK_KIND = 'poolwatch.leak.kind';
-/** string: the alert's kind (`leak`, `leak-count`, `hold-age`, `exhausted`). */
+/**
+ * string: the alert's kind, spelled as in the event names: `leak`, `leak_count`, `hold_age`,
+ * `exhausted` (see `ALERT_KIND_VALUE`).
+ */
 export const ATTR_ALERT_KIND = 'poolwatch.alert.kind';
 /** double: the measured value behind a threshold alert. */
 export const ATTR_ALERT_VALUE = 'poolwatch.alert.value';
@@ -73,3 +76,24 @@ export const ALERT_EVENT = {
   /** A leak alert without its `leakKind` (the pool always sets it). */
   leak: 'poolwatch.alert.leak',
 } as const satisfies Record<AlertKind, string>;
+
+/**
+ * `poolwatch.alert.kind` values. The public `Alert.kind` keeps its hyphens (`hold-age`); telemetry
+ * spells them with underscores, like the event names (`poolwatch.alert.hold_age`) and the
+ * conventions' enum values.
+ */
+export const ALERT_KIND_VALUE = {
+  'leak-count': 'leak_count',
+  'hold-age': 'hold_age',
+  exhausted: 'exhausted',
+  leak: 'leak',
+} as const satisfies Record<AlertKind, string>;
+
+/**
+ * `error.type` of a hold that ended badly (its span and its ERROR log record): the lease was
+ * garbage-collected unreleased, or taken back by the pool.
+ */
+export const LEASE_ERROR_TYPE = {
+  collected: 'poolwatch.lease.collected',
+  reclaimed: 'poolwatch.lease.reclaimed',
+} as const satisfies Partial<Record<LeakKind, string>>;

@@ -87,13 +87,13 @@ describe('PoolInstrumentation: logs', () => {
     });
     assert.deepEqual(leakCount!.attributes, {
       ...P,
-      'poolwatch.alert.kind': 'leak-count',
+      'poolwatch.alert.kind': 'leak_count',
       'poolwatch.alert.value': 1,
       'poolwatch.alert.threshold': 1,
     });
     assert.deepEqual(holdAge!.attributes, {
       ...P,
-      'poolwatch.alert.kind': 'hold-age',
+      'poolwatch.alert.kind': 'hold_age',
       'poolwatch.lease.id': id,
       'poolwatch.lease.age': 2,
       'poolwatch.alert.value': 2000,
@@ -137,6 +137,7 @@ describe('PoolInstrumentation: logs', () => {
     assert.equal(record!.severityNumber, SeverityNumber.ERROR);
     assert.equal(record!.severityText, 'ERROR');
     assert.equal(record!.attributes['poolwatch.leak.kind'], 'reclaimed');
+    assert.equal(record!.attributes['error.type'], 'poolwatch.lease.reclaimed');
     assert.equal(record!.spanContext?.spanId, parent.spanId);
     assert.equal(t.spans('poolwatch.hold').length, 0);
   });

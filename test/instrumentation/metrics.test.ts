@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { ValueType } from '@opentelemetry/api';
 import {
   AggregationTemporality,
   DataPointType,
@@ -153,6 +154,32 @@ describe('PoolInstrumentation: metrics', () => {
     a1.release();
     b1.release();
     (await b2).release();
+  });
+
+  it('declares counts as integers and times as doubles, as the conventions hint', async () => {
+    const t = (telemetry = new Telemetry());
+    const p = pool({ name: 'int', max: 1, leakDetectionThresholdMillis: 100 });
+    const held = await p.acquire();
+    const late = settle(p.acquire({ timeoutMillis: 50 }));
+    await env.clock.tickAsync(1000); // a timeout, and a suspected leak at the housekeeping tick
+    assert.equal(late.error?.name, 'AcquireTimeoutError');
+    held.release();
+    const valueTypes = [...(await t.metrics()).values()]
+      .map((m) => [m.descriptor.name, m.descriptor.valueType])
+      .sort();
+    assert.deepEqual(valueTypes, [
+      ['db.client.connection.count', ValueType.INT],
+      ['db.client.connection.create_time', ValueType.DOUBLE],
+      ['db.client.connection.idle.max', ValueType.INT],
+      ['db.client.connection.idle.min', ValueType.INT],
+      ['db.client.connection.max', ValueType.INT],
+      ['db.client.connection.pending_requests', ValueType.INT],
+      ['db.client.connection.timeouts', ValueType.INT],
+      ['db.client.connection.use_time', ValueType.DOUBLE],
+      ['db.client.connection.wait_time', ValueType.DOUBLE],
+      ['poolwatch.leaks', ValueType.INT],
+      ['poolwatch.leaks.suspected', ValueType.INT],
+    ]);
   });
 
   it('reads each open pool once per collection, and forgets closed pools', async () => {

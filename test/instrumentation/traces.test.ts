@@ -181,15 +181,21 @@ describe('PoolInstrumentation: traces', () => {
     });
     assert.equal(w2!.status.code, SpanStatusCode.UNSET);
 
-    // A timeout: the pool's own message is kept.
+    // A timeout: the pool's own summary is kept, but not the other holders' stacks that the
+    // error's message goes on to list (other callers' code).
     t.spanExporter.reset();
     const held = await p.acquire();
     const timedOut = settle(p.acquire({ timeoutMillis: 50 }));
     await env.clock.tickAsync(50);
     assert.equal(timedOut.error?.name, 'AcquireTimeoutError');
+    assert.match(
+      timedOut.error!.message,
+      / Longest holders:\n {2}lease #\d+ held 0\.1 s, acquired at:\n/,
+    );
+    const summary = `Pool "${p.name}": timed out after 50 ms waiting for a resource (total=1 used=1 idle=0 pending=1 max=1).`;
     const timeoutSpan = t.spans('poolwatch.acquire')[1]!;
     assert.equal(timeoutSpan.status.code, SpanStatusCode.ERROR);
-    assert.equal(timeoutSpan.status.message, timedOut.error!.message);
+    assert.equal(timeoutSpan.status.message, summary);
     assert.equal(timeoutSpan.attributes['error.type'], 'POOL_ACQUIRE_TIMEOUT');
     assert.deepEqual(
       timeoutSpan.events.map((e) => [e.name, e.attributes]),
@@ -198,7 +204,7 @@ describe('PoolInstrumentation: traces', () => {
           'exception',
           {
             'exception.type': 'AcquireTimeoutError',
-            'exception.message': timedOut.error!.message,
+            'exception.message': summary,
           },
         ],
       ],
@@ -299,6 +305,7 @@ describe('PoolInstrumentation: traces', () => {
     );
     assert.deepEqual(hold.status, { code: SpanStatusCode.ERROR, message: 'lease reclaimed' });
     assert.equal(hold.attributes['poolwatch.hold.outcome'], 'reclaimed');
+    assert.equal(hold.attributes['error.type'], 'poolwatch.lease.reclaimed');
     assert.deepEqual(hold.endTime, hr(T0 + 3000));
   });
 
@@ -387,11 +394,13 @@ describe('PoolInstrumentation: collected leaks (real garbage collection)', () =>
       assert.match(String(hold.events[0]!.attributes!['code.stacktrace']), /dropALease/);
       assert.deepEqual(hold.status, { code: SpanStatusCode.ERROR, message: 'lease collected' });
       assert.equal(hold.attributes['poolwatch.hold.outcome'], 'collected');
+      assert.equal(hold.attributes['error.type'], 'poolwatch.lease.collected');
 
       const [log] = t.logs();
       assert.equal(log!.eventName, 'poolwatch.leak.collected');
       assert.equal(log!.severityText, 'ERROR');
       assert.equal(log!.spanContext?.spanId, hold.spanContext().spanId);
+      assert.equal(log!.attributes['error.type'], 'poolwatch.lease.collected');
 
       const leaks = (await t.metrics()).get('poolwatch.leaks')!;
       assert.deepEqual(
