@@ -55,6 +55,18 @@ export interface HoldMessage {
   outcome: HoldOutcome | undefined;
   /** Free for subscribers' use (the pool never reads it). */
   userData: unknown;
+  /**
+   * Set by a subscriber at `acquireEnd` to run the code that uses this lease in a context of its
+   * own: `pool.use(fn)` calls `runner.run(fn, …)` instead of `fn(…)`. Telemetry uses it to make
+   * the hold span the active span while `fn` runs, so that the driver's spans nest under it. The
+   * first subscriber to set it wins; the others leave it.
+   */
+  runner: HoldRunner | undefined;
+}
+
+/** See `HoldMessage.runner`. `run` must call `fn(...args)` once and return what it returns. */
+export interface HoldRunner {
+  run<A extends unknown[], R>(fn: (...args: A) => R, ...args: A): R;
 }
 
 export type LeakKind = 'suspected' | 'returned' | 'collected' | 'reclaimed';

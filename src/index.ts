@@ -23,6 +23,7 @@ export type {
   DestroyReason,
   HoldMessage,
   HoldOutcome,
+  HoldRunner,
   LeakKind,
   LeakMessage,
   PoolLifecycleMessage,

@@ -459,12 +459,18 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
       );
     }
     const lease = await this.acquire(options);
+    // A subscriber (telemetry) may run `fn` in a context of its own: see `HoldMessage.runner`.
+    const runner = leaseEntry(lease).message?.runner;
     let result: Awaited<R>;
     try {
       if (this.#o.detectSelfDeadlock) {
-        result = await runHolding(this, leaseEntry(lease), fn, lease.resource, lease);
+        result = await (runner === undefined
+          ? runHolding(this, leaseEntry(lease), fn, lease.resource, lease)
+          : runner.run(runHolding, this, leaseEntry(lease), fn, lease.resource, lease));
       } else {
-        result = await fn(lease.resource, lease);
+        result = await (runner === undefined
+          ? fn(lease.resource, lease)
+          : runner.run(fn, lease.resource, lease));
       }
     } catch (error) {
       if (lease.active) lease.destroy(error instanceof Error ? error : undefined);

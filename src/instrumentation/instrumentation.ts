@@ -31,6 +31,7 @@ import {
   type AlertMessage,
   type ChannelMessages,
   type HoldMessage,
+  type HoldRunner,
   type LeakMessage,
   type PoolRef,
   type ResourceMessage,
@@ -123,7 +124,7 @@ const SEVERITY = {
  * `userData`, which the pool leaves to subscribers) from `acquireStart` to `holdEnd`, and dies
  * with it.
  */
-class HoldState {
+class HoldState implements HoldRunner {
   waitSpan: Span | undefined = undefined;
   /** `Date.now()` when `acquire()` was called, read only with a wait span. */
   waitStartedAt = 0;
@@ -136,6 +137,13 @@ class HoldState {
     /** The context active when `acquire()` was called: parent of the spans and alert logs. */
     readonly parent: Context,
   ) {}
+
+  /** `pool.use(fn)` runs `fn` here: with the hold span active (see `HoldMessage.runner`). */
+  run<A extends unknown[], R>(fn: (...args: A) => R, ...args: A): R {
+    const span = this.holdSpan;
+    if (span === undefined) return fn(...args);
+    return context.with(trace.setSpan(this.parent, span), fn, undefined, ...args);
+  }
 }
 
 interface Instruments {
@@ -599,6 +607,8 @@ export class PoolInstrumentation extends InstrumentationBase<PoolInstrumentation
       state.parent,
     );
     state.holdSpan = holdSpan;
+    // Only the subscriber whose state rides on the message offers to run `use()` callbacks.
+    if (hold.runner === undefined && hold.userData === state) hold.runner = state;
     this._runSpanCustomizationHook(this._config.holdHook, 'hold', holdSpan, {
       pool: hold.pool,
       lease,

@@ -195,6 +195,7 @@ export class LeaseWatcher<H extends Hold> {
       holdMillis: 0,
       outcome: undefined,
       userData: undefined,
+      runner: undefined,
     };
     channels.acquireStart.publish(message);
     return message;

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { diag, DiagLogLevel, SpanKind, SpanStatusCode, type Span } from '@opentelemetry/api';
+import { diag, DiagLogLevel, SpanKind, SpanStatusCode, trace, type Span } from '@opentelemetry/api';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import sinon from 'sinon';
 import {
@@ -55,6 +55,29 @@ describe('PoolInstrumentation: traces', () => {
     assert.equal(spans.length, 1, `expected one span, got ${spans.map((s) => s.name).join(', ')}`);
     return spans[0]!;
   }
+
+  it("makes the hold span the active span inside use(), so the driver's spans nest under it", async () => {
+    const t = setup();
+    for (const detectSelfDeadlock of [true, false]) {
+      t.spanExporter.reset();
+      const p = pool({ name: `use-${String(detectSelfDeadlock)}`, detectSelfDeadlock });
+      let activeInside: string | undefined;
+      const requestId = await inParent(t, async () => {
+        await p.use(async () => {
+          activeInside = trace.getActiveSpan()?.spanContext().spanId;
+          await Promise.resolve(); // across an await too
+          t.tracer.startSpan('pg.query').end(); // what a driver instrumentation does
+        });
+        // After use(): the caller's span again.
+        t.tracer.startSpan('after').end();
+      });
+      const hold = only(t.spans('poolwatch.hold'));
+      assert.equal(hold.parentSpanContext?.spanId, requestId);
+      assert.equal(activeInside, hold.spanContext().spanId);
+      assert.equal(only(t.spans('pg.query')).parentSpanContext?.spanId, hold.spanContext().spanId);
+      assert.equal(only(t.spans('after')).parentSpanContext?.spanId, requestId);
+    }
+  });
 
   it('records one hold span per lease, under the caller, timed by the pool', async () => {
     const t = setup();
