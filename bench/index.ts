@@ -80,6 +80,7 @@ import { otelCases } from './otel';
 import { PEER_PACKAGES, peerCases } from './peers';
 import type { BenchDatabase } from './postgres';
 import { BENCH_DATABASE_URL_ENV, postgresCases, startBenchDatabase } from './postgres';
+import { pgPatchCases } from './pg-patch';
 import { scaleCases } from './scale';
 
 /** A mistake on the command line: reported without a stack trace. */
@@ -151,6 +152,7 @@ function allCases(cli: Cli): Case[] {
     ...peerCases({ baseline: cli.baseline, als: cli.als }),
     ...otelCases(),
     ...postgresCases(),
+    ...pgPatchCases(),
     ...scaleCases(),
     ...microCases(),
   ];

@@ -28,7 +28,14 @@ import { parseArgs } from 'node:util';
 import type { PoolOptions } from '../src';
 import { drive } from './harness';
 import type { OtelMode } from './otel';
-import { installOtel, loadPoolwatch, useBuiltPoolwatch } from './otel';
+import { installOtel, lazyRequire, loadPoolwatch, useBuiltPoolwatch } from './otel';
+import { NoIoClient } from './peers';
+
+/** The part of pg-pool's `Pool` the `pg.Pool` workload uses. */
+interface NoIoPgPool {
+  query(text: string, callback: (error: unknown) => void): void;
+  end(): Promise<void>;
+}
 import type { Resource } from './resource';
 import { MAX, resourceFactory } from './resource';
 import { MinimalPool } from './minimal-pool';
@@ -40,9 +47,11 @@ interface Workload {
   /**
    * `bare`: the acquire + release cycle; `queue`: rounds of 10,000 queued waiters (bench/scale.ts);
    * `minimal`: the bare cycle on minimal-pool, the floor, for comparison; `pg`: acquire, `SELECT 1`,
-   * release on createPgPool (max 10) against the embedded server.
+   * release on createPgPool (max 10) against the embedded server; `pg.Pool`: `pool.query()` on
+   * pg-pool (max 10) with a client that answers on the next tick (no I/O), so that the pg.Pool
+   * patch's own CPU shows (compare `otel: 'sdk'` with `'full'`, and with the bare cycle's).
    */
-  kind: 'bare' | 'queue' | 'minimal' | 'pg';
+  kind: 'bare' | 'queue' | 'minimal' | 'pg' | 'pg.Pool';
   options?: Omit<PoolOptions<Resource>, 'factory'>;
   concurrency: number;
   otel?: OtelMode;
@@ -81,6 +90,19 @@ const WORKLOADS: Record<string, Workload> = {
   },
   'OTel full c=1': { kind: 'bare', concurrency: 1, otel: 'full', cycles: 5e5 },
   'OTel sampled-out parent c=1': { kind: 'bare', concurrency: 1, otel: 'sampled-out', cycles: 5e5 },
+  'pg.Pool no-I/O c=1 OTel SDK only': { kind: 'pg.Pool', concurrency: 1, otel: 'sdk', cycles: 1e6 },
+  'pg.Pool no-I/O c=1 OTel full (patch)': {
+    kind: 'pg.Pool',
+    concurrency: 1,
+    otel: 'full',
+    cycles: 5e5,
+  },
+  'pg.Pool no-I/O c=32 OTel full (patch)': {
+    kind: 'pg.Pool',
+    concurrency: 32,
+    otel: 'full',
+    cycles: 5e5,
+  },
   'PostgreSQL c=1': { kind: 'pg', concurrency: 1, cycles: 1e4 },
   'PostgreSQL c=1 OTel full': { kind: 'pg', concurrency: 1, otel: 'full', cycles: 1e4 },
   'PostgreSQL c=32': { kind: 'pg', concurrency: 32, cycles: 2e4 },
@@ -121,6 +143,25 @@ function openLoop(workload: Workload, name: string): Loop {
       run: (n) => drive(cycle, n, workload.concurrency),
       close: async () => void (await pool.close()),
     };
+  }
+  if (workload.kind === 'pg.Pool') {
+    // Loaded after installOtel(): the instrumentation's require hook patches it ('full').
+    const PgPool = lazyRequire<new (options: object) => NoIoPgPool>('pg-pool');
+    let created = 0;
+    const Client = class extends NoIoClient {
+      constructor(options: unknown) {
+        super(options, created++);
+      }
+      query(_text: string, _values: unknown, callback: (error: null, result: object) => void) {
+        process.nextTick(callback, null, { rows: [] });
+      }
+    };
+    const pool = new PgPool({ Client, max: MAX, host: 'db', port: 5432, database: 'app' });
+    const cycle = (): Promise<void> =>
+      new Promise((resolve, reject) =>
+        pool.query('SELECT 1', (error) => (error ? reject(error) : resolve())),
+      );
+    return { run: (n) => drive(cycle, n, workload.concurrency), close: () => pool.end() };
   }
   const pool = new (loadPoolwatch().Pool)<Resource>({
     ...workload.options,
