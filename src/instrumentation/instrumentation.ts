@@ -375,11 +375,13 @@ export class PoolInstrumentation extends InstrumentationBase<PoolInstrumentation
         description:
           'Leak findings by kind and by the code location that acquired the lease (bounded per pool).',
         unit: '{lease}',
+        valueType: ValueType.INT,
       }),
       codeLocationSuspected: meter.createObservableGauge(METRIC_CODE_LOCATION_LEAKS_SUSPECTED, {
         description:
           'Leases held past the leak detection threshold now, by the code location that acquired them.',
         unit: '{lease}',
+        valueType: ValueType.INT,
       }),
     };
     if (this._unsubscribers !== undefined) this._addObserver();

@@ -163,10 +163,11 @@ describe('PoolInstrumentation: metrics', () => {
     const late = settle(p.acquire({ timeoutMillis: 50 }));
     await env.clock.tickAsync(1000); // a timeout, and a suspected leak at the housekeeping tick
     assert.equal(late.error?.name, 'AcquireTimeoutError');
-    held.release();
+    // Collected while the suspect is still held, so that every gauge has a point.
     const valueTypes = [...(await t.metrics()).values()]
       .map((m) => [m.descriptor.name, m.descriptor.valueType])
       .sort();
+    held.release();
     assert.deepEqual(valueTypes, [
       ['db.client.connection.count', ValueType.INT],
       ['db.client.connection.create_time', ValueType.DOUBLE],
@@ -175,8 +176,10 @@ describe('PoolInstrumentation: metrics', () => {
       ['db.client.connection.max', ValueType.INT],
       ['db.client.connection.pending_requests', ValueType.INT],
       ['db.client.connection.timeouts', ValueType.INT],
-      ['db.client.connection.use_time', ValueType.DOUBLE],
       ['db.client.connection.wait_time', ValueType.DOUBLE],
+      ['poolwatch.code_location.leaks', ValueType.INT],
+      ['poolwatch.code_location.leaks.suspected', ValueType.INT],
+      ['poolwatch.hold.oldest_age', ValueType.DOUBLE],
       ['poolwatch.leaks', ValueType.INT],
       ['poolwatch.leaks.suspected', ValueType.INT],
     ]);

@@ -74,6 +74,8 @@ describe(`OpenTelemetry ${LINE} line (${LINE_DIR === undefined ? 'this repositor
       'db.client.connection.pending_requests',
       'db.client.connection.use_time',
       'db.client.connection.wait_time',
+      'poolwatch.code_location.leaks',
+      'poolwatch.hold.oldest_age',
       'poolwatch.leaks',
       'poolwatch.leaks.suspected',
     ]);

@@ -239,7 +239,8 @@ describe('poolwatch/register (zero-code)', () => {
       runs = { sdkDisabled, disabled, listed, unlisted, invalid };
     });
 
-    const poolwatchSpans = (run: Run) => run.received.spans.filter((s) => s.scope === 'poolwatch');
+    const poolwatchSpans = (run: Run) =>
+      run.received.spans.filter((s) => s.scope === 'poolwatch' && s.name === 'poolwatch.hold');
 
     it('does nothing at all with OTEL_SDK_DISABLED=true', () => {
       assert.deepEqual(runs.sdkDisabled.status, { registered: false, watchedPools: [] });
