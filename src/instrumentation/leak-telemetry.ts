@@ -24,6 +24,7 @@ import { codeLocationOf } from '../code-location';
 import type { LeakMessage, PoolRef } from '../events';
 import type { LeaseInfo } from '../types';
 import {
+  LEASE_ERROR_TYPE,
   ATTR_LEAK_KIND,
   ATTR_LEASE_AGE,
   ATTR_LEASE_ID,
@@ -33,6 +34,7 @@ import {
   SPAN_LEAK,
 } from './names';
 import {
+  ATTR_ERROR_TYPE,
   ATTR_CODE_COLUMN_NUMBER,
   ATTR_CODE_FILE_PATH,
   ATTR_CODE_FUNCTION_NAME,
@@ -107,6 +109,7 @@ export function recordLeakSpan(
     parent,
   );
   if (kind === 'collected' || kind === 'reclaimed') {
+    span.setAttribute(ATTR_ERROR_TYPE, LEASE_ERROR_TYPE[kind]);
     span.setStatus({ code: SpanStatusCode.ERROR, message: `lease ${kind}` });
   }
   span.end(at);

@@ -148,6 +148,8 @@ describe('PoolInstrumentation: leaks where operators look', () => {
         ],
         ['reclaimed', 5, holdId, { code: SpanStatusCode.ERROR, message: 'lease reclaimed' }],
       );
+      assert.equal(reclaimed.attributes['error.type'], 'poolwatch.lease.reclaimed');
+      assert.equal(hold.attributes['error.type'], 'poolwatch.lease.reclaimed');
     });
 
     it('ends an open hold span when the pool closes', async () => {
