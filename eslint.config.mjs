@@ -61,7 +61,7 @@ export default tseslint.config(
     '../instrumentation/*',
     '../leak-tracker',
   ]),
-  ...layer('src/pool.ts', ['./drivers/*', './adapters/*', './instrumentation/*']),
+  ...layer('src/{pool,waiters}.ts', ['./drivers/*', './adapters/*', './instrumentation/*']),
   ...layer('src/adapters/**/*.ts', ['../pool', '../drivers/*', '../instrumentation/*']),
   ...layer('src/drivers/**/*.ts', ['../adapters/*', '../instrumentation/*']),
   {

@@ -16,6 +16,12 @@ import {
   type ResolvedOptions,
 } from './options';
 import type { AcquireOptions, LeaseInfo, PoolOptions, PoolStats, ServerInfo } from './types';
+import {
+  DeadlineHeap,
+  WaiterQueue,
+  type AbortGroup as AbortGroupOf,
+  type Waiter as WaiterOf,
+} from './waiters';
 import { heldBySource, runHolding } from './watch/context';
 import { Hold } from './watch/hold';
 import { describeHolders, indentStack, selfWaitHint, type LeakReport } from './watch/report';
@@ -71,169 +77,9 @@ class Entry<T> extends Hold {
   }
 }
 
-/** A caller waiting in `acquire()`. */
-interface Waiter<T> {
-  resolve: (lease: Lease<T>) => void;
-  reject: (error: Error) => void;
-  readonly startTime: number;
-  readonly deadline: number;
-  readonly timeoutMillis: number;
-  /** Queued, taken for a validation, or settled (served, timed out, aborted, rejected). */
-  state: 'queued' | 'binding' | 'settled';
-  readonly captured: CapturedStack | undefined;
-  readonly message: HoldMessage | undefined;
-  /** The abort listener shared by the waiters of one signal, while this one is in it. */
-  abortGroup: AbortGroup<T> | undefined;
-  // Links of the waiter queue (while queued) and place in the deadline heap (-1: not in it).
-  prev: Waiter<T> | undefined;
-  next: Waiter<T> | undefined;
-  heapIndex: number;
-}
-
-/**
- * The waiters of one pool that share one `AbortSignal`, behind one listener. A listener per
- * waiter made aborting N waiters quadratic: each settled waiter removed its listener from the
- * signal's list while the signal was dispatching to that list.
- */
-interface AbortGroup<T> {
-  readonly signal: AbortSignal;
-  readonly waiters: Set<Waiter<T>>;
-  readonly listener: () => void;
-  firing: boolean;
-}
-
-/**
- * The FIFO of queued waiters: an intrusive doubly-linked list through the waiters themselves, so
- * a waiter that times out or is aborted leaves it at once (O(1)), wherever it is; nothing
- * settled stays reachable from the queue.
- *
- *     head ⇄ w ⇄ w ⇄ … ⇄ tail
- */
-class WaiterQueue<T> {
-  #head: Waiter<T> | undefined;
-  #tail: Waiter<T> | undefined;
-  #length = 0;
-
-  get length(): number {
-    return this.#length;
-  }
-
-  push(waiter: Waiter<T>): void {
-    waiter.prev = this.#tail;
-    waiter.next = undefined;
-    if (this.#tail === undefined) this.#head = waiter;
-    else this.#tail.next = waiter;
-    this.#tail = waiter;
-    this.#length++;
-  }
-
-  /** Puts a waiter back at the front (after a failed validation it keeps its turn). */
-  unshift(waiter: Waiter<T>): void {
-    waiter.prev = undefined;
-    waiter.next = this.#head;
-    if (this.#head === undefined) this.#tail = waiter;
-    else this.#head.prev = waiter;
-    this.#head = waiter;
-    this.#length++;
-  }
-
-  remove(waiter: Waiter<T>): void {
-    const { prev, next } = waiter;
-    if (prev === undefined) this.#head = next;
-    else prev.next = next;
-    if (next === undefined) this.#tail = prev;
-    else next.prev = prev;
-    waiter.prev = waiter.next = undefined;
-    this.#length--;
-  }
-
-  peek(): Waiter<T> | undefined {
-    return this.#head;
-  }
-
-  shift(): Waiter<T> | undefined {
-    const waiter = this.#head;
-    if (waiter !== undefined) this.remove(waiter);
-    return waiter;
-  }
-
-  *[Symbol.iterator](): IterableIterator<Waiter<T>> {
-    for (let w = this.#head; w !== undefined; w = w.next) yield w;
-  }
-}
-
-/**
- * Waiters with a finite deadline, earliest first: a binary min-heap that records each waiter's
- * index, so a waiter served, aborted or timed out is removed in O(log n). One timer is armed at
- * the earliest deadline; expiring k waiters costs O(k log n), not a scan of the whole queue.
- */
-class DeadlineHeap<T> {
-  readonly #items: Waiter<T>[] = [];
-
-  get size(): number {
-    return this.#items.length;
-  }
-
-  peek(): Waiter<T> | undefined {
-    return this.#items[0];
-  }
-
-  push(waiter: Waiter<T>): void {
-    waiter.heapIndex = this.#items.length;
-    this.#items.push(waiter);
-    this.#up(waiter.heapIndex);
-  }
-
-  remove(waiter: Waiter<T>): void {
-    const i = waiter.heapIndex;
-    if (i < 0) return;
-    waiter.heapIndex = -1;
-    const last = this.#items.pop()!;
-    if (last === waiter) return;
-    this.#items[i] = last;
-    last.heapIndex = i;
-    this.#down(i);
-    this.#up(last.heapIndex);
-  }
-
-  *[Symbol.iterator](): IterableIterator<Waiter<T>> {
-    yield* this.#items;
-  }
-
-  #up(i: number): void {
-    const items = this.#items;
-    while (i > 0) {
-      const parent = (i - 1) >> 1;
-      if (items[parent]!.deadline <= items[i]!.deadline) break;
-      this.#swap(i, parent);
-      i = parent;
-    }
-  }
-
-  #down(i: number): void {
-    const items = this.#items;
-    for (;;) {
-      const l = 2 * i + 1;
-      const r = l + 1;
-      let least = i;
-      if (l < items.length && items[l]!.deadline < items[least]!.deadline) least = l;
-      if (r < items.length && items[r]!.deadline < items[least]!.deadline) least = r;
-      if (least === i) return;
-      this.#swap(i, least);
-      i = least;
-    }
-  }
-
-  #swap(a: number, b: number): void {
-    const items = this.#items;
-    const wa = items[a]!;
-    const wb = items[b]!;
-    items[a] = wb;
-    items[b] = wa;
-    wa.heapIndex = b;
-    wb.heapIndex = a;
-  }
-}
+/** A caller waiting in `acquire()`, and the abort listener shared by waiters of one signal. */
+type Waiter<T> = WaiterOf<Lease<T>>;
+type AbortGroup<T> = AbortGroupOf<Lease<T>>;
 
 // The pool's access to a lease's private fields (set in Lease's static block).
 let leasePool: <T>(lease: Lease<T>) => Pool<T>;
@@ -339,9 +185,9 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
   /** Idle resources; the last pushed is the warmest and goes out first. */
   readonly #idle: Entry<T>[] = [];
   /** Waiters in line (not settled, not taken for a validation), FIFO. */
-  readonly #waiters = new WaiterQueue<T>();
+  readonly #waiters = new WaiterQueue<Lease<T>>();
   /** Every unsettled waiter with a finite deadline, queued or binding. */
-  readonly #deadlines = new DeadlineHeap<T>();
+  readonly #deadlines = new DeadlineHeap<Lease<T>>();
   /** One abort listener per signal that waiters of this pool share. */
   readonly #abortGroups = new Map<AbortSignal, AbortGroup<T>>();
   #used = 0;

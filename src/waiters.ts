@@ -1,0 +1,171 @@
+/**
+ * The pool's waiting callers: the FIFO they are served in, the deadlines they time out at, and the
+ * abort listeners they share. Settled waiters leave every structure at once, so nothing a caller
+ * gave up on stays reachable. `L` is the lease type the waiter is resolved with.
+ */
+import type { HoldMessage } from './events';
+import type { CapturedStack } from './watch/stack';
+
+/** A caller waiting in `acquire()`. */
+export interface Waiter<L> {
+  resolve: (lease: L) => void;
+  reject: (error: Error) => void;
+  readonly startTime: number;
+  readonly deadline: number;
+  readonly timeoutMillis: number;
+  /** Queued, taken for a validation, or settled (served, timed out, aborted, rejected). */
+  state: 'queued' | 'binding' | 'settled';
+  readonly captured: CapturedStack | undefined;
+  readonly message: HoldMessage | undefined;
+  /** The abort listener shared by the waiters of one signal, while this one is in it. */
+  abortGroup: AbortGroup<L> | undefined;
+  // Links of the waiter queue (while queued) and place in the deadline heap (-1: not in it).
+  prev: Waiter<L> | undefined;
+  next: Waiter<L> | undefined;
+  heapIndex: number;
+}
+
+/**
+ * The waiters of one pool that share one `AbortSignal`, behind one listener. A listener per
+ * waiter made aborting N waiters quadratic: each settled waiter removed its listener from the
+ * signal's list while the signal was dispatching to that list.
+ */
+export interface AbortGroup<L> {
+  readonly signal: AbortSignal;
+  readonly waiters: Set<Waiter<L>>;
+  readonly listener: () => void;
+  firing: boolean;
+}
+
+/**
+ * The FIFO of queued waiters: an intrusive doubly-linked list through the waiters themselves, so
+ * a waiter that times out or is aborted leaves it at once (O(1)), wherever it is; nothing
+ * settled stays reachable from the queue.
+ *
+ *     head ⇄ w ⇄ w ⇄ … ⇄ tail
+ */
+export class WaiterQueue<L> {
+  #head: Waiter<L> | undefined;
+  #tail: Waiter<L> | undefined;
+  #length = 0;
+
+  get length(): number {
+    return this.#length;
+  }
+
+  push(waiter: Waiter<L>): void {
+    waiter.prev = this.#tail;
+    waiter.next = undefined;
+    if (this.#tail === undefined) this.#head = waiter;
+    else this.#tail.next = waiter;
+    this.#tail = waiter;
+    this.#length++;
+  }
+
+  /** Puts a waiter back at the front (after a failed validation it keeps its turn). */
+  unshift(waiter: Waiter<L>): void {
+    waiter.prev = undefined;
+    waiter.next = this.#head;
+    if (this.#head === undefined) this.#tail = waiter;
+    else this.#head.prev = waiter;
+    this.#head = waiter;
+    this.#length++;
+  }
+
+  remove(waiter: Waiter<L>): void {
+    const { prev, next } = waiter;
+    if (prev === undefined) this.#head = next;
+    else prev.next = next;
+    if (next === undefined) this.#tail = prev;
+    else next.prev = prev;
+    waiter.prev = waiter.next = undefined;
+    this.#length--;
+  }
+
+  peek(): Waiter<L> | undefined {
+    return this.#head;
+  }
+
+  shift(): Waiter<L> | undefined {
+    const waiter = this.#head;
+    if (waiter !== undefined) this.remove(waiter);
+    return waiter;
+  }
+
+  *[Symbol.iterator](): IterableIterator<Waiter<L>> {
+    for (let w = this.#head; w !== undefined; w = w.next) yield w;
+  }
+}
+
+/**
+ * Waiters with a finite deadline, earliest first: a binary min-heap that records each waiter's
+ * index, so a waiter served, aborted or timed out is removed in O(log n). One timer is armed at
+ * the earliest deadline; expiring k waiters costs O(k log n), not a scan of the whole queue.
+ */
+export class DeadlineHeap<L> {
+  readonly #items: Waiter<L>[] = [];
+
+  get size(): number {
+    return this.#items.length;
+  }
+
+  peek(): Waiter<L> | undefined {
+    return this.#items[0];
+  }
+
+  push(waiter: Waiter<L>): void {
+    waiter.heapIndex = this.#items.length;
+    this.#items.push(waiter);
+    this.#up(waiter.heapIndex);
+  }
+
+  remove(waiter: Waiter<L>): void {
+    const i = waiter.heapIndex;
+    if (i < 0) return;
+    waiter.heapIndex = -1;
+    const last = this.#items.pop()!;
+    if (last === waiter) return;
+    this.#items[i] = last;
+    last.heapIndex = i;
+    this.#down(i);
+    this.#up(last.heapIndex);
+  }
+
+  *[Symbol.iterator](): IterableIterator<Waiter<L>> {
+    yield* this.#items;
+  }
+
+  #up(i: number): void {
+    const items = this.#items;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (items[parent]!.deadline <= items[i]!.deadline) break;
+      this.#swap(i, parent);
+      i = parent;
+    }
+  }
+
+  #down(i: number): void {
+    const items = this.#items;
+    for (;;) {
+      const l = 2 * i + 1;
+      const r = l + 1;
+      let least = i;
+      if (l < items.length && items[l]!.deadline < items[least]!.deadline) least = l;
+      if (r < items.length && items[r]!.deadline < items[least]!.deadline) least = r;
+      if (least === i) return;
+      this.#swap(i, least);
+      i = least;
+    }
+  }
+
+  #swap(a: number, b: number): void {
+    const items = this.#items;
+    const wa = items[a]!;
+    const wb = items[b]!;
+    items[a] = wb;
+    items[b] = wa;
+    wa.heapIndex = b;
+    wb.heapIndex = a;
+  }
+}
