@@ -233,7 +233,7 @@ export function parseStackCapture(value: unknown, name = 'captureStacks'): numbe
   );
 }
 
-function resolveHealth(value: unknown): ResolvedHealth | undefined {
+export function resolveHealth(value: unknown): ResolvedHealth | undefined {
   if (value === false) return undefined;
   if (value !== undefined && (typeof value !== 'object' || value === null)) {
     throw new InvalidOptionError(

@@ -99,6 +99,7 @@ import {
   resolvePgPoolOptions,
   type ResolvedPgPoolConfig,
 } from './pg-pool';
+import { libraryPoolDefinitions, LibraryPools } from './library-pools';
 import type { PoolInstrumentationConfig } from './types';
 import { PACKAGE_NAME, PACKAGE_VERSION } from './version';
 
@@ -216,6 +217,8 @@ export class PoolInstrumentation extends InstrumentationBase<PoolInstrumentation
   declare private _retired: PoolRef[] | undefined;
   /** An auto-numbered pool name was reported through `diag` (once per instrumentation). */
   declare private _warnedAutoName: boolean | undefined;
+  /** knex's and mysql2's pools (`knex`, `mysql2Pool` options), created at the first patch. */
+  declare private _libraryPools: LibraryPools | undefined;
 
   constructor(config: PoolInstrumentationConfig = {}) {
     super(PACKAGE_NAME, PACKAGE_VERSION, config);
@@ -239,6 +242,8 @@ export class PoolInstrumentation extends InstrumentationBase<PoolInstrumentation
     if (this._codeLocations?.limit !== maxLocations) {
       this._codeLocations = new CodeLocationSeries(maxLocations);
     }
+    this._libraryPools ??= new LibraryPools((what, error) => this._diag.error(what, error));
+    this._libraryPools.configure(config);
     super.setConfig({
       ...config,
       leakSpans: config.leakSpans ?? true,
@@ -266,6 +271,10 @@ export class PoolInstrumentation extends InstrumentationBase<PoolInstrumentation
         PG_POOL_VERSIONS,
         (moduleExports: unknown, version?: string) => patcher().patch(moduleExports, version),
         (moduleExports: unknown) => patcher().unpatch(moduleExports),
+      ),
+      ...libraryPoolDefinitions(
+        () =>
+          (this._libraryPools ??= new LibraryPools((what, error) => this._diag.error(what, error))),
       ),
     ];
   }

@@ -1,6 +1,8 @@
 import type { InstrumentationConfig, SpanCustomizationHook } from '@opentelemetry/instrumentation';
+import type { KnexPoolNameInfo } from '../adapters/tarn';
+import type { Mysql2PoolNameInfo } from '../adapters/mysql2-pool';
 import type { PoolRef } from '../events';
-import type { LeaseInfo, ServerInfo, StackCapture } from '../types';
+import type { HealthOptions, LeaseInfo, ServerInfo, StackCapture } from '../types';
 
 /** What `holdHook` receives with the hold span. */
 export interface HoldSpanInfo {
@@ -72,6 +74,35 @@ export interface PoolInstrumentationConfig extends InstrumentationConfig {
    * @default {}
    */
   pgPool?: PgPoolInstrumentationOptions | false;
+  /**
+   * Instrument knex 3 clients' pools (tarn), without code changes: hold spans, metrics and
+   * suspected leaks with the line that built the query; knex's timeout error names the longest
+   * holders; a query on the outer `knex` inside a `knex.transaction()` callback that would wait
+   * for its own transaction's connection fails at once. `false` leaves knex alone.
+   * @default {}
+   */
+  knex?: LibraryPoolOptions<KnexPoolNameInfo> | false;
+  /**
+   * Instrument mysql2 3.x `createPool()` pools (callback and promise APIs), without code changes,
+   * as `pgPool` does for `pg.Pool`. `false` leaves mysql2 alone.
+   * @default {}
+   */
+  mysql2Pool?: LibraryPoolOptions<Mysql2PoolNameInfo> | false;
+}
+
+/** Options for a library's own pools (`knex`, `mysql2Pool`); as `pgPool`'s, plus `health`. */
+export interface LibraryPoolOptions<Info> extends Omit<PgPoolInstrumentationOptions, 'poolName'> {
+  /**
+   * Names a pool (`db.client.connection.pool.name`); `undefined` keeps the default,
+   * `address:port/database`. A name already in use gets a `#2`, `#3`… suffix.
+   */
+  poolName?: (pool: Info) => string | undefined;
+  /**
+   * Health checks (leak count, hold age, exhaustion) as a poolwatch pool's, alerting through
+   * log records and `poolwatch.alert.*` events. Off unless given.
+   * @default undefined
+   */
+  health?: HealthOptions | false;
 }
 
 /** Options for the application's `pg.Pool` pools (`PoolInstrumentationConfig.pgPool`). */

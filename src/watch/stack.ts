@@ -41,15 +41,20 @@ export function formatStack(captured: CapturedStack | undefined): string | undef
   return text;
 }
 
-/** pg-pool's frames (`pool.query()` calls `connect()`) are pool internals when it is watched. */
-const PG_POOL_FRAME = /[\\/]node_modules[\\/]pg-pool[\\/]/;
+/**
+ * Watched pools' frames are pool internals: pg-pool's (`pool.query()` calls `connect()`),
+ * mysql2's (`pool.query()` calls `getConnection()`), knex's and tarn's.
+ */
+const WATCHED_LIBRARY_FRAME = /[\\/]node_modules[\\/](?:pg-pool|mysql2|knex|tarn)[\\/]/;
 
 function isOwnFrame(line: string): boolean {
   return (
     line.includes(OWN_DIR) ||
     line.includes('(node:internal') ||
     line.includes('at node:internal') ||
-    PG_POOL_FRAME.test(line)
+    // The executor a library's `new Promise(…)` runs (knex's transaction(), mysql2's promise pool).
+    line.endsWith('at new Promise (<anonymous>)') ||
+    WATCHED_LIBRARY_FRAME.test(line)
   );
 }
 
