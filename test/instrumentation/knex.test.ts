@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { isWrapped, type InstrumentationNodeModuleFile } from '@opentelemetry/instrumentation';
 import { KnexInstrumentation } from '@opentelemetry/instrumentation-knex';
+import type * as KnexModule from 'knex';
 import type { Knex } from 'knex';
 import sinon from 'sinon';
 import {
@@ -28,7 +29,7 @@ import { points, Telemetry } from './telemetry';
  */
 const load = createRequire(__filename);
 const KNEX_DIR = join(load.resolve('knex'), '..');
-type KnexFactory = typeof import('knex').knex;
+type KnexFactory = typeof KnexModule.knex;
 
 function requireKnexFiles(): void {
   for (const file of ['lib/client.js', 'lib/execution/runner.js', 'lib/execution/transaction.js']) {
