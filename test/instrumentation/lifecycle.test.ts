@@ -65,14 +65,18 @@ describe('PoolInstrumentation: lifecycle', () => {
     return errors;
   }
 
-  it('is named after the package, with its version, and patches pg-pool only', () => {
+  it('is named after the package, with its version, and patches pg-pool, knex and mysql2', () => {
     const instrumentation = new PoolInstrumentation({ enabled: false });
     const pkg = JSON.parse(readFileSync('package.json', 'utf8')) as { version: string };
     assert.equal(instrumentation.instrumentationName, 'poolwatch');
     assert.equal(instrumentation.instrumentationVersion, pkg.version);
     assert.deepEqual(
       instrumentation.getModuleDefinitions().map((d) => [d.name, d.supportedVersions]),
-      [['pg-pool', ['>=2 <4']]],
+      [
+        ['pg-pool', ['>=2 <4']],
+        ['knex', ['>=3 <4']],
+        ['mysql2', ['>=3 <4']],
+      ],
     );
     assert.deepEqual(instrumentation.getConfig(), {
       enabled: false,
