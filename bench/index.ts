@@ -28,6 +28,9 @@
  *  - postgres (bench/postgres.ts): `SELECT 1` at c=1 and c=32 through pg.Pool, a single
  *    pg.Client (the floor), poolwatch's createPgPool (plain, use(), PgPool facade) and under the
  *    OTel set-ups, on an embedded PostgreSQL started for the section (or DATABASE_URL).
+ *  - libraries (bench/library-pools.ts): `SELECT 1` through pg.Pool, knex (pg, mysql2) and a
+ *    mysql2 createPool pool, uninstrumented, under the OTel SDK alone, and with poolwatch's
+ *    zero-code patches; the client CPU per query and the patches' share print after the table.
  *  - memory (bench/memory.ts): heap after forced GCs before and after 1,000,000 cycles with leak
  *    detection on, and the leases still tracked as held at quiescence; one process per variant.
  *  - scale (bench/scale.ts): 10,000 queued waiters served FIFO (checked per waiter, reported in
@@ -75,6 +78,7 @@ import { FULL, QUICK, caseId, describeEnvironment, formatTable, runCases } from 
 import { childProcessHosts, serveCase } from './isolation';
 import type { MemoryResult } from './memory';
 import { MEMORY_VARIANTS, formatMemoryTable, measureMemory, memoryChild, memoryId } from './memory';
+import { formatPatchCosts, libraryCases } from './library-pools';
 import { microCases } from './micro';
 import { otelCases } from './otel';
 import { PEER_PACKAGES, peerCases } from './peers';
@@ -144,7 +148,7 @@ function parseCli(argv: string[]): Cli {
  * on its own (its rows interleaved with each other, see runCases): rows are only ever compared
  * within a group, and running sections apart keeps the number of idle child processes down.
  */
-const SECTIONS = ['peers', 'otel', 'postgres', 'memory', 'scale', 'micro'] as const;
+const SECTIONS = ['peers', 'otel', 'postgres', 'libraries', 'memory', 'scale', 'micro'] as const;
 
 /** Every case, in the same order in the parent and in each child. */
 function allCases(cli: Cli): Case[] {
@@ -153,6 +157,7 @@ function allCases(cli: Cli): Case[] {
     ...otelCases(),
     ...postgresCases(),
     ...pgPatchCases(),
+    ...libraryCases(),
     ...scaleCases(),
     ...microCases(),
   ];
@@ -252,7 +257,10 @@ async function main(): Promise<void> {
     if (sectionCases.length === 0) continue;
     progress(`== ${section}: ${sectionCases.length} rows (loadavg ${loadavg()})`);
     const sectionStarted = process.hrtime.bigint();
-    const db = section === 'postgres' ? await startDatabase(notes, progress) : undefined;
+    const db =
+      section === 'postgres' || section === 'libraries'
+        ? await startDatabase(notes, progress)
+        : undefined;
     try {
       results.push(...(await runCases(sectionCases, cli.config, { host, progress })));
     } catch (err) {
@@ -277,6 +285,8 @@ async function main(): Promise<void> {
       '± = (max-min)/median ops/s; cpu = process CPU time / wall time (median); ' +
       'ratio = ns/op / baseline ns/op (lower is faster)',
   );
+  const patchCosts = formatPatchCosts(results);
+  if (patchCosts !== '') console.log(`\n${patchCosts}`);
   if (memory.length > 0) console.log(`\n${formatMemoryTable(memory)}`);
   const goals = checkGoals(results, memory);
   console.log(`\n${formatGoals(goals)}`);
