@@ -519,6 +519,34 @@ describe('PoolInstrumentation: knex pools', () => {
         ]);
       });
 
+      it('raises the health alerts when asked: exhausted, then hold age', async () => {
+        const clock = sinon.useFakeTimers({
+          toFake: ['setInterval', 'clearInterval', 'performance'],
+        });
+        const t = instrument({
+          leakDetectionThresholdMillis: 0,
+          health: { intervalMillis: 100, maxHoldMillis: 1000 },
+        });
+        const d = db(1);
+        const trx = await d.transaction();
+        // A knex query runs when it is awaited or then'd: start it, to wait for the connection.
+        const waiting = d.raw('select 1').then(() => undefined);
+        await new Promise((resolve) => setImmediate(resolve));
+        try {
+          clock.tick(1100);
+          assert.deepEqual(
+            t.logs().map((l) => [l.eventName, l.attributes['db.client.connection.pool.name']]),
+            [
+              ['poolwatch.alert.exhausted', base],
+              ['poolwatch.alert.hold_age', base],
+            ],
+          );
+        } finally {
+          await trx.commit();
+          await waiting;
+        }
+      });
+
       it("shows the line that built a query, not knex's, for await knex(...)", async () => {
         const t = instrument({ leakDetectionThresholdMillis: 20, captureStacks: 'always' });
         const d = db(1);
