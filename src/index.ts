@@ -54,6 +54,9 @@ export type {
 export { PoolInstrumentation } from './instrumentation';
 export type {
   HoldSpanInfo,
+  KnexPoolNameInfo,
+  LibraryPoolOptions,
+  Mysql2PoolNameInfo,
   PgPoolInstrumentationOptions,
   PgPoolNameInfo,
   PoolInstrumentationConfig,

@@ -1,6 +1,8 @@
 import type { InstrumentationConfig, SpanCustomizationHook } from '@opentelemetry/instrumentation';
 import type { KnexPoolNameInfo } from '../adapters/tarn';
 import type { Mysql2PoolNameInfo } from '../adapters/mysql2-pool';
+
+export type { KnexPoolNameInfo, Mysql2PoolNameInfo };
 import type { PoolRef } from '../events';
 import type { HealthOptions, LeaseInfo, ServerInfo, StackCapture } from '../types';
 
