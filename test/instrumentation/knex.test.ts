@@ -166,8 +166,8 @@ describe('PoolInstrumentation: knex pools', () => {
             timeout.message,
             new RegExp(
               `^${escape(KNEX_TIMEOUT_MESSAGE)} Pool "${escape(name)}": 2/2 in use, 0 waiting \\(poolwatch\\)\\. Longest holders:\n` +
-                `  lease #\\d+ held 0\\.\\d s, acquired at:\n${at(lines.forgotten)}\n` +
-                `  lease #\\d+ held 0\\.\\d s, acquired at:\n${at(lines.busy)}$`,
+                `  lease #\\d+ held \\d+\\.\\d s, acquired at:\n${at(lines.forgotten)}\n` +
+                `  lease #\\d+ held \\d+\\.\\d s, acquired at:\n${at(lines.busy)}$`,
             ),
           );
         }
@@ -238,8 +238,13 @@ describe('PoolInstrumentation: knex pools', () => {
             /knex-workload\.cjs:(\d+):/.exec(
               String(l.attributes['code.stacktrace']).split('\n')[0]!,
             )?.[1];
+          // The two transactions held past the threshold, found and then returned. (On a very
+          // busy machine another short hold may cross the threshold too: each is returned.)
+          const ours = [String(lines.forgotten), String(lines.busy)];
           assert.deepEqual(
-            logs.map((l) => [l.eventName, l.severityText, firstFrame(l)]),
+            logs
+              .filter((l) => ours.includes(firstFrame(l)!))
+              .map((l) => [l.eventName, l.severityText, firstFrame(l)]),
             [
               ['poolwatch.leak.suspected', 'WARN', String(lines.forgotten)],
               ['poolwatch.leak.suspected', 'WARN', String(lines.busy)],
@@ -248,6 +253,8 @@ describe('PoolInstrumentation: knex pools', () => {
               ['poolwatch.leak.returned', 'INFO', String(lines.forgotten)],
             ],
           );
+          const count = (event: string) => logs.filter((l) => l.eventName === event).length;
+          assert.equal(count('poolwatch.leak.suspected'), count('poolwatch.leak.returned'));
           const metrics = output.duringLeak[name]!;
           const value = (metric: string, extra: object = {}) =>
             metrics[metric]!.points.find(
