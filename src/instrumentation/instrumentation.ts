@@ -231,7 +231,7 @@ export class PoolInstrumentation extends InstrumentationBase<PoolInstrumentation
         'PoolInstrumentation option "redactStack" must be a function (stack) => string | undefined.',
       );
     }
-    this._pgPoolOptions = resolvePgPoolOptions(config.pgPool);
+    const pgPool = resolvePgPoolOptions(config.pgPool);
     const maxLocations = config.maxCodeLocationsPerPool ?? 20;
     if (!Number.isInteger(maxLocations) || maxLocations < 1) {
       throw new InvalidOptionError(
@@ -239,11 +239,13 @@ export class PoolInstrumentation extends InstrumentationBase<PoolInstrumentation
           'It bounds the code.* series per pool; use a small number such as 20.',
       );
     }
+    // Validates `knex` and `mysql2Pool`: every option is checked before any is taken.
+    this._libraryPools ??= new LibraryPools((what, error) => this._diag.error(what, error));
+    this._libraryPools.configure(config);
+    this._pgPoolOptions = pgPool;
     if (this._codeLocations?.limit !== maxLocations) {
       this._codeLocations = new CodeLocationSeries(maxLocations);
     }
-    this._libraryPools ??= new LibraryPools((what, error) => this._diag.error(what, error));
-    this._libraryPools.configure(config);
     super.setConfig({
       ...config,
       leakSpans: config.leakSpans ?? true,
