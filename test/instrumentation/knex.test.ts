@@ -98,7 +98,7 @@ const VARIANTS = [
 
 describe('PoolInstrumentation: knex pools', () => {
   for (const variant of VARIANTS) {
-    describe(`an unmodified knex application on PostgreSQL and MySQL: ${variant.title} (child process)`, () => {
+    describe(`an unmodified knex (PostgreSQL, MySQL) and mysql2 application: ${variant.title} (child process)`, () => {
       let output: Output;
       let results: Result[];
       let everything: string;
@@ -276,6 +276,7 @@ describe('PoolInstrumentation: knex pools', () => {
       });
 
       it('takes each pool out of the metrics at knex.destroy()', () => {
+        const knexPools = output.lifecycle.filter(([, pool]) => !pool.startsWith('mysql2:'));
         const expected = clients().flatMap((r) => {
           const name = names[r.client as 'pg' | 'mysql2'];
           return [
@@ -283,7 +284,51 @@ describe('PoolInstrumentation: knex pools', () => {
             ['close', name],
           ];
         });
-        assert.deepEqual(output.lifecycle, expected);
+        assert.deepEqual(knexPools, expected);
+      });
+
+      it('watches a mysql2 createPool pool in the same application (both APIs)', function () {
+        if (names.mysql2 === '') this.skip();
+        const name = `mysql2:${names.mysql2.split('/')[1]}`;
+        const holds = output.spans.filter(
+          (s) =>
+            s.name === 'poolwatch.hold' && s.attributes['db.client.connection.pool.name'] === name,
+        );
+        const request = output.spans.find((s) => s.name === 'mysql2-request')!;
+        assert.deepEqual(
+          holds.map((h) => [
+            h.parentSpanId === request.spanId,
+            h.attributes['poolwatch.hold.outcome'],
+          ]),
+          [
+            [true, 'released'],
+            [true, 'released'],
+            [false, 'released'],
+          ],
+        );
+        const logs = output.logs.filter(
+          (l) => l.attributes['db.client.connection.pool.name'] === name,
+        );
+        const held = lineOf('MYSQL2-HELD', WORKLOAD);
+        assert.deepEqual(
+          logs.map((l) => [
+            l.eventName,
+            /knex-workload\.cjs:(\d+):/.exec(
+              String(l.attributes['code.stacktrace']).split('\n')[0]!,
+            )?.[1],
+          ]),
+          [
+            ['poolwatch.leak.suspected', String(held)],
+            ['poolwatch.leak.returned', String(held)],
+          ],
+        );
+        assert.deepEqual(
+          output.lifecycle.filter(([, pool]) => pool === name),
+          [
+            ['open', name],
+            ['close', name],
+          ],
+        );
       });
 
       it('never reports credentials', () => {
