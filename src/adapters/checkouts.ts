@@ -202,9 +202,9 @@ export abstract class WatchedCheckouts implements PoolRef {
   #housekeep(): void {
     try {
       if (this.gone()) {
-        // Its connections are gone with it: nothing is held any more.
-        this.#held.clear();
-        this.close();
+        // Its connections are gone with it: nothing is held any more. The holds end as if the
+        // pool had closed, so their spans end too.
+        this.close(true);
         return;
       }
       const now = performance.now();
