@@ -17,7 +17,7 @@ import {
 } from './options';
 import type { AcquireOptions, LeaseInfo, PoolOptions, PoolStats, ServerInfo } from './types';
 import {
-  DeadlineHeap,
+  Deadlines,
   WaiterQueue,
   type AbortGroup as AbortGroupOf,
   type Waiter as WaiterOf,
@@ -187,7 +187,7 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
   /** Waiters in line (not settled, not taken for a validation), FIFO. */
   readonly #waiters = new WaiterQueue<Lease<T>>();
   /** Every unsettled waiter with a finite deadline, queued or binding. */
-  readonly #deadlines = new DeadlineHeap<Lease<T>>();
+  readonly #deadlines = new Deadlines<Lease<T>>();
   /** One abort listener per signal that waiters of this pool share. */
   readonly #abortGroups = new Map<AbortSignal, AbortGroup<T>>();
   #used = 0;
@@ -358,6 +358,8 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
       prev: undefined,
       next: undefined,
       heapIndex: -1,
+      dprev: undefined,
+      dnext: undefined,
     };
     if (signal !== undefined) this.#listen(waiter, signal);
     this.#waiters.push(waiter);

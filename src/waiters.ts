@@ -23,6 +23,9 @@ export interface Waiter<L> {
   prev: Waiter<L> | undefined;
   next: Waiter<L> | undefined;
   heapIndex: number;
+  // Links of the in-order deadline lane (see `Deadlines`), while in it.
+  dprev: Waiter<L> | undefined;
+  dnext: Waiter<L> | undefined;
 }
 
 /**
@@ -102,7 +105,7 @@ export class WaiterQueue<L> {
  * index, so a waiter served, aborted or timed out is removed in O(log n). One timer is armed at
  * the earliest deadline; expiring k waiters costs O(k log n), not a scan of the whole queue.
  */
-export class DeadlineHeap<L> {
+class DeadlineHeap<L> {
   readonly #items: Waiter<L>[] = [];
 
   get size(): number {
@@ -167,5 +170,52 @@ export class DeadlineHeap<L> {
     items[b] = wa;
     wa.heapIndex = b;
     wb.heapIndex = a;
+  }
+}
+
+/** `heapIndex` of a waiter in the in-order lane of `Deadlines`. */
+const IN_LANE = -2;
+
+/**
+ * Every waiter with a finite deadline, earliest first. Waiters mostly arrive in deadline order
+ * (one pool, one default timeout, a clock that only moves forward), so those go to an in-order
+ * lane, an intrusive list where adding and removing cost O(1); only a waiter whose deadline is
+ * earlier than the lane's last (a shorter `timeoutMillis`) goes to the heap. The earliest
+ * deadline is the earlier of the lane's head and the heap's top. (A heap alone cost about 150 ns
+ * per waiter at c=64 on the bare cycle, half again the cycle.)
+ */
+export class Deadlines<L> {
+  readonly #heap = new DeadlineHeap<L>();
+  #head: Waiter<L> | undefined;
+  #tail: Waiter<L> | undefined;
+
+  push(waiter: Waiter<L>): void {
+    const tail = this.#tail;
+    if (tail !== undefined && waiter.deadline < tail.deadline) return this.#heap.push(waiter);
+    waiter.heapIndex = IN_LANE;
+    waiter.dprev = tail;
+    waiter.dnext = undefined;
+    if (tail === undefined) this.#head = waiter;
+    else tail.dnext = waiter;
+    this.#tail = waiter;
+  }
+
+  remove(waiter: Waiter<L>): void {
+    if (waiter.heapIndex !== IN_LANE) return this.#heap.remove(waiter);
+    const { dprev, dnext } = waiter;
+    if (dprev === undefined) this.#head = dnext;
+    else dprev.dnext = dnext;
+    if (dnext === undefined) this.#tail = dprev;
+    else dnext.dprev = dprev;
+    waiter.dprev = waiter.dnext = undefined;
+    waiter.heapIndex = -1;
+  }
+
+  /** The waiter with the earliest deadline. */
+  peek(): Waiter<L> | undefined {
+    const head = this.#head;
+    const top = this.#heap.peek();
+    if (top === undefined) return head;
+    return head === undefined || top.deadline < head.deadline ? top : head;
   }
 }
