@@ -322,6 +322,12 @@ async function main(): Promise<void> {
     console.log(`    ${database.description}`);
     await story(resources, telemetry, gc);
     if (!resources.stopping) await serve(resources, telemetry, settings.duration, base);
+    // The report's lease is taken back 4 s after it was acquired: with a short --duration, wait
+    // for that (at most 5 s) so the trace printed below is the finished one.
+    for (let i = 0; i < 100 && !resources.stopping; i++) {
+      if ((resources.pool?.stats().reclaimedLeaks ?? 1) > 0) break;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
     if (!resources.stopping) {
       printLeakTraces(telemetry);
       await resources.stop();

@@ -220,6 +220,8 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
 
   /** Leak findings, stacks, health, reports and events: the lease-watching core. */
   readonly #watch: LeaseWatcher<Entry<T>>;
+  /** When the last lease was handed out (see `#housekeep()`: a starved pool hands out none). */
+  #lastHandOutAt = 0;
   /** The clock as last read by an acquire or the housekeeping tick (see release()). */
   #recentNow = performance.now();
 
@@ -376,7 +378,9 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
     if (waiter.state === 'settled') return;
     this.#leave(waiter);
     if (error instanceof AcquireTimeoutError) {
-      this.#watch.timedOut(performance.now() - waiter.startTime, error);
+      const now = performance.now();
+      this.#watch.timedOut(now - waiter.startTime, error);
+      if (this.#used >= this.#o.max) this.#watch.starved(now);
     }
     this.#finishFailed(waiter.message, error, waiter.startTime);
     waiter.reject(error);
@@ -556,6 +560,7 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
     message: HoldMessage | undefined,
     startTime: number,
   ): Lease<T> {
+    this.#lastHandOutAt = now;
     entry.state = State.Used;
     this.#used++;
     const holdId = newHoldId();
@@ -992,7 +997,13 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
     const waiting =
       oldestWaiter !== undefined &&
       now - oldestWaiter.startTime >= Math.min(1000, oldestWaiter.timeoutMillis / 10);
-    this.#watch.tick(now, waiting, this.#waiters.length > 0 && this.#used >= o.max);
+    // Starved: every resource held, callers waiting, and nothing handed out for a while (a busy
+    // pool whose queue moves hands out all the time).
+    const starved =
+      oldestWaiter !== undefined &&
+      this.#used >= o.max &&
+      now - this.#lastHandOutAt >= Math.min(1000, oldestWaiter.timeoutMillis / 4);
+    this.#watch.tick(now, waiting, starved);
     this.#refill();
     this.#dispense();
     if (!this.#closed) this.#watch.healthTick(now);

@@ -145,10 +145,11 @@ export interface PoolOptions<T> {
    */
   detectCollectedLeaks?: boolean;
   /**
-   * While callers have waited on an exhausted pool for a second and leases held past a housekeeping
-   * tick are out, run a major garbage collection at most once per this many milliseconds (one for the whole
-   * process), so that dropped leases are found in seconds rather than whenever V8 next runs one
-   * (a minute or more on a quiet heap). 0 turns it off. Without `--expose-gc` the collector is
+   * While callers wait on an exhausted pool that has handed out nothing for a second, and leases
+   * held past a housekeeping tick are out, run a major garbage
+   * collection at most once per this many milliseconds (one for the whole process), so that
+   * dropped leases are found in seconds rather than whenever V8 next runs one (a minute or more
+   * on a quiet heap). A busy pool whose queue moves never triggers it. 0 turns it off. Without `--expose-gc` the collector is
    * obtained at run time (`v8.setFlagsFromString('--expose-gc')`), the first time it is needed.
    * @default 2000
    */

@@ -66,9 +66,6 @@ export function uniquePoolName(base: string): string {
   }
 }
 
-/** How long a source must stay starved before a collection is forced. */
-const STARVED_FOR_MILLIS = 1000;
-
 export interface WatchOptions<H extends Hold> {
   /** Every hold record currently held (read at ticks, health checks and reports). */
   readonly holds: () => Iterable<H>;
@@ -108,8 +105,6 @@ export class LeaseWatcher<H extends Hold> {
   #lastHealthCheck = performance.now();
   #leakCountAlerted = false;
   #exhaustedAlerted = false;
-  /** Since when the source has been starved at every tick (see `tick()`). */
-  #starvedSince: number | undefined = undefined;
   /** Nothing is published any more (the source was let go of, e.g. instrumentation disabled). */
   #muted = false;
 
@@ -295,8 +290,8 @@ export class LeaseWatcher<H extends Hold> {
    * keeps the acquiring code's objects, and so maybe the lease, alive), watches leases held since
    * the last tick for collection, reports holds that crossed the leak threshold, and sets the
    * stack policy's pressure (`waiting`: the source has callers that have waited a while).
-   * `starved`: callers wait and every resource is held; if some of the holds may have been
-   * dropped, a garbage collection finds out now rather than at V8's leisure.
+   * `starved`: callers wait on a source that has handed nothing out for a while; if some of the
+   * holds may have been dropped, a garbage collection finds out now rather than at V8's leisure.
    */
   tick(now: number, waiting: boolean, starved = false): void {
     const threshold = this.#o.leakDetectionThresholdMillis;
@@ -324,12 +319,22 @@ export class LeaseWatcher<H extends Hold> {
     this.#stacks.underPressure =
       pressure || (this.#stacks.underPressure && this.#timeouts !== this.#timeoutsAtTick);
     this.#timeoutsAtTick = this.#timeouts;
+    if (starved && watched) this.#collect(now);
+  }
+
+  /**
+   * The source is starved right now (an acquire timed out with every resource held): if some
+   * holds may have been dropped, find out now.
+   */
+  starved(now: number): void {
+    for (const hold of this.#o.holds()) {
+      if (hold.watched) return this.#collect(now);
+    }
+  }
+
+  #collect(now: number): void {
     const every = this.#o.collectWhenStarvedMillis ?? 0;
-    if (starved && watched && every > 0) {
-      // Starved for a moment is a busy pool; starved for a second is worth a look.
-      this.#starvedSince ??= now;
-      if (now - this.#starvedSince >= STARVED_FOR_MILLIS) collectGarbage(now, every);
-    } else this.#starvedSince = undefined;
+    if (every > 0) collectGarbage(now, every);
   }
 
   /** Runs the health checks if `health.intervalMillis` has passed since the last run. */
