@@ -25,6 +25,7 @@ import {
   type ReleaseTracking,
   type ResolvedPgPoolOptions,
 } from '../adapters/pg-pool';
+import { isInChain, redefine } from './prototype-patch';
 
 /** pg-pool versions patched: what `pg` 7 and 8 depend on. */
 export const PG_POOL_VERSIONS = ['>=2 <4'];
@@ -221,26 +222,6 @@ function install(proto: PgPoolPrototype, tracking: ReleaseTracking): Patch {
   redefine(proto, 'connect', connect);
   redefine(proto, 'end', end);
   return patch;
-}
-
-/** Replaces a method, keeping its property attributes (class methods are not enumerable). */
-function redefine(proto: PgPoolPrototype, name: 'connect' | 'end', value: Method): void {
-  const descriptor = Object.getOwnPropertyDescriptor(proto, name);
-  Object.defineProperty(proto, name, {
-    configurable: descriptor?.configurable ?? true,
-    enumerable: descriptor?.enumerable ?? false,
-    writable: descriptor?.writable ?? true,
-    value,
-  });
-}
-
-/** Whether `target` is `fn` or lies under it in a chain of shimmer wrappers (`__original`). */
-function isInChain(fn: unknown, target: Method): boolean {
-  for (let f = fn, depth = 0; typeof f === 'function' && depth < 16; depth++) {
-    if (f === target) return true;
-    f = (f as { __original?: unknown }).__original;
-  }
-  return false;
 }
 
 /** The patch of the pg-pool `Pool` class `pool` was made from (pg's `BoundPool` is a subclass). */

@@ -74,7 +74,7 @@ export function isPatched(proto: object): boolean {
 }
 
 /** Replaces a method, keeping its property attributes (class methods are not enumerable). */
-function redefine(proto: object, name: string, value: Method): void {
+export function redefine(proto: object, name: string, value: unknown): void {
   const descriptor = Object.getOwnPropertyDescriptor(proto, name);
   Object.defineProperty(proto, name, {
     configurable: descriptor?.configurable ?? true,
@@ -85,7 +85,7 @@ function redefine(proto: object, name: string, value: Method): void {
 }
 
 /** Whether `target` is `fn` or lies under it in a chain of shimmer wrappers (`__original`). */
-function isInChain(fn: unknown, target: Method): boolean {
+export function isInChain(fn: unknown, target: unknown): boolean {
   for (let f = fn, depth = 0; typeof f === 'function' && depth < 16; depth++) {
     if (f === target) return true;
     f = (f as { __original?: unknown }).__original;
