@@ -380,7 +380,7 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
     if (error instanceof AcquireTimeoutError) {
       const now = performance.now();
       this.#watch.timedOut(now - waiter.startTime, error);
-      if (this.#used >= this.#o.max) this.#watch.starved(now);
+      if (this.#starved(now, waiter.timeoutMillis)) this.#watch.starved(now);
     }
     this.#finishFailed(waiter.message, error, waiter.startTime);
     waiter.reject(error);
@@ -971,6 +971,17 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
     return new AcquireTimeoutError(message, this.name, cause);
   }
 
+  /**
+   * Starved: every resource held and nothing handed out for a while, a quarter of the callers'
+   * timeout but between 250 ms and 1 s (a busy pool whose queue moves hands out all the time).
+   */
+  #starved(now: number, timeoutMillis: number): boolean {
+    return (
+      this.#used >= this.#o.max &&
+      now - this.#lastHandOutAt >= Math.max(250, Math.min(1000, timeoutMillis / 4))
+    );
+  }
+
   /** The shared tick: reclaim, eviction, leak checks, refill, health. */
   #housekeep(): void {
     const now = performance.now();
@@ -997,12 +1008,7 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
     const waiting =
       oldestWaiter !== undefined &&
       now - oldestWaiter.startTime >= Math.min(1000, oldestWaiter.timeoutMillis / 10);
-    // Starved: every resource held, callers waiting, and nothing handed out for a while (a busy
-    // pool whose queue moves hands out all the time).
-    const starved =
-      oldestWaiter !== undefined &&
-      this.#used >= o.max &&
-      now - this.#lastHandOutAt >= Math.min(1000, oldestWaiter.timeoutMillis / 4);
+    const starved = oldestWaiter !== undefined && this.#starved(now, oldestWaiter.timeoutMillis);
     this.#watch.tick(now, waiting, starved);
     this.#refill();
     this.#dispense();

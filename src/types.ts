@@ -145,12 +145,13 @@ export interface PoolOptions<T> {
    */
   detectCollectedLeaks?: boolean;
   /**
-   * While callers wait on an exhausted pool that has handed out nothing for a second, and leases
-   * held past a housekeeping tick are out, run a major garbage
-   * collection at most once per this many milliseconds (one for the whole process), so that
-   * dropped leases are found in seconds rather than whenever V8 next runs one (a minute or more
-   * on a quiet heap). A busy pool whose queue moves never triggers it. 0 turns it off. Without `--expose-gc` the collector is
-   * obtained at run time (`v8.setFlagsFromString('--expose-gc')`), the first time it is needed.
+   * While callers wait on an exhausted pool that has handed out nothing for a while (a quarter
+   * of their timeout, between 250 ms and 1 s), and leases held past a housekeeping tick are out,
+   * run a major garbage collection at most once per this many milliseconds (one for the whole
+   * process, and at most a tenth of the time), so that dropped leases are found in seconds rather
+   * than whenever V8 next runs one (a minute or more on a quiet heap). A busy pool whose queue
+   * moves never triggers it. 0 turns it off. Without `--expose-gc` the collector is obtained at
+   * run time (`v8.setFlagsFromString('--expose-gc')`), the first time it is needed.
    * @default 2000
    */
   collectWhenStarvedMillis?: number;
