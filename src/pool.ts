@@ -61,6 +61,7 @@ class Entry<T> extends Hold {
   broken = false;
   /** Why it broke, for the destroy event. */
   brokenError: Error | undefined = undefined;
+  brokenReason: 'broken' | 'idle' | 'lifetime' = 'broken';
   /** When it entered Validating or Resetting (performance.now()), for the timeout message. */
   busySince = 0;
 
@@ -620,7 +621,7 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
       entry.broken = true;
     }
     if (entry.broken || now >= entry.expiresAt) {
-      this.#destroy(entry, entry.broken ? 'broken' : 'lifetime');
+      this.#destroy(entry, entry.broken ? entry.brokenReason : 'lifetime');
       this.#dispense();
     } else if (factory.reset !== undefined) {
       this.#reset(entry);
@@ -713,7 +714,7 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
               'reset',
               new Error(`reset() did not settle within resetTimeoutMillis (${timeoutMillis} ms)`),
             );
-          } else if (entry.broken) this.#destroy(entry, 'broken');
+          } else if (entry.broken) this.#destroy(entry, entry.brokenReason);
           else this.#makeAvailable(entry, performance.now());
           this.#dispense();
         },
@@ -738,8 +739,8 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
     let entry: Entry<T> | undefined;
     let brokenEarly = false;
     const context = {
-      markBroken: (error?: Error) => {
-        if (entry !== undefined) this.#markBroken(entry, error);
+      markBroken: (error?: Error, reason?: 'broken' | 'idle' | 'lifetime') => {
+        if (entry !== undefined) this.#markBroken(entry, error, reason);
         else brokenEarly = true;
       },
     };
@@ -794,13 +795,18 @@ export class Pool<T> implements PoolRef, AsyncDisposable {
     );
   }
 
-  #markBroken(entry: Entry<T>, error: Error | undefined): void {
+  #markBroken(
+    entry: Entry<T>,
+    error: Error | undefined,
+    reason: 'broken' | 'idle' | 'lifetime' = 'broken',
+  ): void {
     if (entry.broken) return;
     entry.broken = true;
     entry.brokenError = error;
+    entry.brokenReason = reason;
     if (entry.state === State.Idle) {
       this.#idle.splice(this.#idle.indexOf(entry), 1);
-      this.#destroy(entry, 'broken');
+      this.#destroy(entry, reason);
       this.#refill();
     }
     // Used: destroyed on release. Validating or resetting: checked when that finishes.

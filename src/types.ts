@@ -14,9 +14,12 @@ export interface ServerInfo {
 export interface CreateContext {
   /**
    * Marks the resource as broken: an idle one is destroyed at once, a held one is destroyed
-   * instead of being reused when it is released. Safe to call more than once.
+   * instead of being reused when it is released. Safe to call more than once. `reason` is the
+   * destroy reason reported (a driver that retires connections on its own timers says `'idle'`
+   * or `'lifetime'`).
+   * @default reason 'broken'
    */
-  markBroken(error?: Error): void;
+  markBroken(error?: Error, reason?: 'broken' | 'idle' | 'lifetime'): void;
 }
 
 /**

@@ -161,7 +161,7 @@ type AnyListener = (...args: any[]) => void;
 /** What the facade keeps per pg.Client, from connect to close. Never references a handle. */
 interface ClientRecord {
   /** The factory context's markBroken: evicts the client now if idle, else at its release. */
-  readonly evict: (error?: Error) => void;
+  readonly evict: (error: Error, reason: 'idle' | 'lifetime') => void;
   /** When the idle timer closes it (performance.now()); Infinity when checked out or exempt. */
   idleDeadline: number;
   lifetimeTimer: NodeJS.Timeout | undefined;
@@ -515,16 +515,19 @@ export class PgPool extends EventEmitter {
     this.#checkedOut.delete(client);
     const record = this.#clients.get(client);
     const uses = record === undefined ? 1 : ++record.uses;
-    let reason = closeReason(client, err, uses, this.#maxUses);
-    if (reason === undefined && record?.expired === true) {
-      this.#log('remove expired client');
-      reason = new Error('past maxLifetimeSeconds');
-    } else if (uses >= this.#maxUses) this.#log('remove expended client');
+    const reason = closeReason(client, err, uses, this.#maxUses);
+    const expired = reason === undefined && record?.expired === true;
+    if (expired) this.#log('remove expired client');
+    else if (uses >= this.#maxUses) this.#log('remove expended client');
     try {
       this.emit('release', err, handle);
     } finally {
       if (reason !== undefined) lease.destroy(reason);
-      else {
+      else if (expired) {
+        // Retired, not broken: the pool destroys it on release with the reason 'lifetime'.
+        record.evict(new Error('past maxLifetimeSeconds'), 'lifetime');
+        lease.release();
+      } else {
         if (this.#allowExitOnIdle) setRef(client, false);
         lease.release();
         if (record !== undefined) this.#armIdleTimer(record);
@@ -549,7 +552,7 @@ export class PgPool extends EventEmitter {
     }
     this.#log('new client connected');
     const record: ClientRecord = {
-      evict: (error) => context.markBroken(error),
+      evict: (error, reason) => context.markBroken(error, reason),
       idleDeadline: Infinity,
       lifetimeTimer: undefined,
       expired: false,
@@ -565,7 +568,10 @@ export class PgPool extends EventEmitter {
         this.#log('ending client due to expired lifetime');
         record.expired = true;
         if (!this.#checkedOut.has(client)) {
-          record.evict(new Error(`reached maxLifetimeSeconds (${this.#lifetimeMillis / 1000} s)`));
+          record.evict(
+            new Error(`reached maxLifetimeSeconds (${this.#lifetimeMillis / 1000} s)`),
+            'lifetime',
+          );
         }
       }, lifetime);
       record.lifetimeTimer.unref();
@@ -622,7 +628,7 @@ export class PgPool extends EventEmitter {
       record.idleDeadline = Infinity;
       if (this.#checkedOut.has(client) || !this.#aboveMin()) continue;
       this.#log('remove idle client');
-      record.evict(new Error(`idle for ${this.#idleTimeoutMillis} ms (idleTimeoutMillis)`));
+      record.evict(new Error(`idle for ${this.#idleTimeoutMillis} ms (idleTimeoutMillis)`), 'idle');
     }
     if (next !== Infinity && !this.#ended) this.#scheduleIdleTimer(next);
   }

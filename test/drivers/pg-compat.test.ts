@@ -8,6 +8,7 @@
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import type { Client, ClientConfig } from 'pg';
+import { subscribe, type DestroyReason } from '../../src';
 import { PgPool, type PgPoolConfig } from '../../src/drivers';
 import { useFakeClock } from '../support/fake-clock';
 
@@ -100,5 +101,24 @@ describe('PgPool eviction timing (fake clock)', () => {
     await fake.clock.tickAsync(0);
     assert.deepEqual([pool.totalCount, pool.expiredCount], [0, 0]);
     assert.deepEqual(removedAt, [1000, 1500]);
+  });
+  it("reports its evictions as 'idle' and 'lifetime', not 'broken'", async () => {
+    const reasons: (DestroyReason | undefined)[] = [];
+    const { pool } = pgPool({ max: 2, maxLifetimeSeconds: 1, idleTimeoutMillis: 10 });
+    const unsubscribe = subscribe('destroy', (message) => {
+      if (message.pool === pool.pool) reasons.push(message.reason);
+    });
+    try {
+      const held = await pool.connect();
+      const idle = await pool.connect();
+      idle.release();
+      await fake.clock.tickAsync(10); // idle eviction
+      await fake.clock.tickAsync(990); // the held one reaches its lifetime
+      held.release();
+      await fake.clock.tickAsync(0);
+      assert.deepEqual(reasons, ['idle', 'lifetime']);
+    } finally {
+      unsubscribe();
+    }
   });
 });
