@@ -49,7 +49,7 @@ export interface Checkout {
   readonly captured: CapturedStack | undefined;
 }
 
-export abstract class WatchedCheckouts implements PoolRef {
+export abstract class WatchedCheckouts<P extends object = object> implements PoolRef {
   readonly name: string;
   readonly server: ServerInfo;
   protected readonly report: ErrorReporter;
@@ -58,6 +58,8 @@ export abstract class WatchedCheckouts implements PoolRef {
   readonly #entries = new WeakMap<object, ConnectionHold>();
   readonly #held = new Set<ConnectionHold>();
   readonly #onClose: (watched: WatchedCheckouts) => void;
+  /** The library's pool, held weakly: one dropped without being closed must not be kept alive. */
+  readonly #pool: WeakRef<P>;
   #tick: NodeJS.Timeout | undefined;
   /** Out of `openPools`; open holds are still followed to their return. */
   #closed = false;
@@ -65,6 +67,7 @@ export abstract class WatchedCheckouts implements PoolRef {
   #detached = false;
 
   constructor(
+    pool: P,
     baseName: string,
     server: ServerInfo,
     options: ResolvedCheckoutOptions<never>,
@@ -77,6 +80,7 @@ export abstract class WatchedCheckouts implements PoolRef {
     this.name = uniquePoolName(baseName);
     this.report = report;
     this.#onClose = onClose;
+    this.#pool = new WeakRef(pool);
     const threshold = options.leakDetectionThresholdMillis;
     this.watch = new LeaseWatcher<ConnectionHold>(this, {
       holds: () => this.#held,
@@ -102,8 +106,10 @@ export abstract class WatchedCheckouts implements PoolRef {
   /** The library's counts, with the watcher's. */
   abstract stats(): PoolStats;
 
-  /** Whether the pool object is gone (collected without being closed). */
-  protected abstract gone(): boolean;
+  /** The library's pool, or `undefined` once it was collected without being closed. */
+  protected get pool(): P | undefined {
+    return this.#pool.deref();
+  }
 
   // ---------------------------------------------------------------------------------------------
   // Checkouts
@@ -201,7 +207,7 @@ export abstract class WatchedCheckouts implements PoolRef {
 
   #housekeep(): void {
     try {
-      if (this.gone()) {
+      if (this.pool === undefined) {
         // Its connections are gone with it: nothing is held any more. The holds end as if the
         // pool had closed, so their spans end too.
         this.close(true);

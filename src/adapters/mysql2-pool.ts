@@ -59,9 +59,7 @@ const NO_STACK_HINT =
  * until `end()`. `end()` ends the holds still open as `closed`: mysql2 ignores a `release()`
  * after it.
  */
-export class WatchedMysql2Pool extends WatchedCheckouts {
-  readonly #pool: WeakRef<Mysql2PoolLike>;
-
+export class WatchedMysql2Pool extends WatchedCheckouts<Mysql2PoolLike> {
   constructor(
     pool: Mysql2PoolLike,
     options: ResolvedMysql2PoolOptions,
@@ -71,6 +69,7 @@ export class WatchedMysql2Pool extends WatchedCheckouts {
     const server = mysql2ServerInfo(pool.config?.connectionConfig ?? {});
     const fallback = `${server.address}${server.port === undefined ? '' : `:${server.port}`}/${server.namespace ?? ''}`;
     super(
+      pool,
       nameFromHook(
         options.poolName,
         { config: pool.config ?? {}, server },
@@ -84,16 +83,11 @@ export class WatchedMysql2Pool extends WatchedCheckouts {
       report,
       onClose,
     );
-    this.#pool = new WeakRef(pool);
-  }
-
-  protected gone(): boolean {
-    return this.#pool.deref() === undefined;
   }
 
   /** mysql2's queues. `max` is `connectionLimit` (0 there means unlimited, reported as 0). */
   stats(): PoolStats {
-    const pool = this.#pool.deref();
+    const pool = this.pool;
     const size = pool?._allConnections?.length ?? 0;
     const idle = pool?._freeConnections?.length ?? 0;
     const limit = pool?.config?.connectionLimit;

@@ -76,9 +76,7 @@ const HOLDERS_IN_TIMEOUT = 3;
  * Hazards: a connection handed out before the patch is unknown here. Holds still open at
  * `destroy()` are followed to their release (tarn's `destroy()` waits for them).
  */
-export class WatchedTarnPool extends WatchedCheckouts {
-  readonly #pool: WeakRef<TarnPoolLike>;
-
+export class WatchedTarnPool extends WatchedCheckouts<TarnPoolLike> {
   constructor(
     pool: TarnPoolLike,
     client: KnexClientLike,
@@ -88,6 +86,7 @@ export class WatchedTarnPool extends WatchedCheckouts {
   ) {
     const server = knexServerInfo(client);
     super(
+      pool,
       nameFromHook(options.poolName, { client, server }, defaultName(server), report, 'knex'),
       server,
       options,
@@ -95,16 +94,11 @@ export class WatchedTarnPool extends WatchedCheckouts {
       report,
       onClose,
     );
-    this.#pool = new WeakRef(pool);
-  }
-
-  protected gone(): boolean {
-    return this.#pool.deref() === undefined;
   }
 
   /** tarn's counts: `used` is checked out (or being validated), `creating` is being created. */
   stats(): PoolStats {
-    const pool = this.#pool.deref();
+    const pool = this.pool;
     const used = pool?.numUsed() ?? 0;
     const idle = pool?.numFree() ?? 0;
     return {
@@ -180,7 +174,7 @@ export class WatchedTarnPool extends WatchedCheckouts {
     captured: CapturedStack | undefined,
     above: (...args: never[]) => unknown,
   ): SelfDeadlockError | undefined {
-    const pool = this.#pool.deref();
+    const pool = this.pool;
     if (pool === undefined || pool.numUsed() < pool.max) return undefined;
     const held = heldBySource(this);
     if (held === undefined) return undefined;
